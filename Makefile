@@ -1,0 +1,35 @@
+# The two commands of the README: `make serve` and `make test`. Both install what they need
+# into .venv first (and again whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0: PyPI's Linux wheel is the CUDA build (a GPU user gets CUDA); where a local CPU
+# wheel of it is provided (CI, dev boxes), pip prefers that. Override with TORCH=... if needed.
+TORCH ?= torch==2.13.0
+ARGS ?=
+
+.PHONY: install serve test bench browser clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+serve: install
+	$(BIN)/livegen serve $(ARGS)
+
+browser:
+	bash scripts/install-chromium.sh
+
+test: install browser
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: install
+	$(BIN)/livegen bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m livegen` runs the command line."""
+
+from livegen.cli import main
+
+raise SystemExit(main())

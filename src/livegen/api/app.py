@@ -1,0 +1,50 @@
+"""The aiohttp app factory: wires settings, presets, the device worker and the session manager.
+
+No module globals: everything the handlers need hangs off the app under typed keys. The worker
+starts with the app and stops after every session has been closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from livegen.api import pages, streams, webrtc
+from livegen.api.keys import MANAGER, SETTINGS, WORKER
+from livegen.api.problems import problem_middleware
+from livegen.config import Settings
+from livegen.engine.presets import PresetLibrary
+from livegen.engine.worker import DeviceWorker, select_device
+from livegen.rtc.ice import use_host_addresses
+from livegen.rtc.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
+    presets = PresetLibrary.from_folder(settings.presets_dir(), settings.engine.default_preset)
+    worker = DeviceWorker(select_device(settings.engine.device), settings.engine.budget_ms)
+    use_host_addresses(settings.rtc.host_addresses)
+
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes, middlewares=[problem_middleware]
+    )
+    app[SETTINGS] = settings
+    app[WORKER] = worker
+    app[MANAGER] = SessionManager(settings, worker, presets)
+    webrtc.add_routes(app)
+    streams.add_routes(app)
+    pages.add_routes(app, settings.web_dir())
+    app.cleanup_ctx.append(_run_engine)
+    return app
+
+
+async def _run_engine(app: web.Application) -> AsyncIterator[None]:
+    worker = app[WORKER]
+    worker.start()
+    yield
+    await app[MANAGER].close()
+    worker.stop()

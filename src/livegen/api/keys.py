@@ -1,0 +1,13 @@
+"""Typed keys under which the app factory stores the node's parts on the aiohttp app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from livegen.config import Settings
+from livegen.engine.worker import DeviceWorker
+from livegen.rtc.sessions import SessionManager
+
+SETTINGS = web.AppKey("settings", Settings)
+MANAGER = web.AppKey("manager", SessionManager)
+WORKER = web.AppKey("worker", DeviceWorker)

@@ -1,0 +1,86 @@
+"""REST: live streams with their stats, live preset switching, presets, health and readiness."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from livegen.api.keys import MANAGER, SETTINGS, WORKER
+from livegen.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+
+class StreamPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    preset: str | None = None
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"send application/json, not {request.content_type!r}")
+    limit = request.app[SETTINGS].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
+    try:
+        return json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    return web.json_response({"streams": [s.info() for s in manager.streams.values()]})
+
+
+async def get_stream(request: web.Request) -> web.Response:
+    return web.json_response(request.app[MANAGER].stream(request.match_info["stream"]).info())
+
+
+async def patch_stream(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    name = request.match_info["stream"]
+    manager.stream(name)  # 404 before looking at the body
+    try:
+        patch = StreamPatch.model_validate(await read_json(request))
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Unprocessable(detail, errors=errors) from None
+    stream = manager.stream(name)
+    if patch.preset is not None:
+        stream = manager.set_preset(name, patch.preset)
+    return web.json_response(stream.info())
+
+
+async def list_presets(request: web.Request) -> web.Response:
+    presets = request.app[MANAGER].presets
+    return web.json_response({"default": presets.default, "presets": presets.describe()})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    manager, worker = request.app[MANAGER], request.app[WORKER]
+    reasons = []
+    if not worker.running:
+        reasons.append("the device worker is not running")
+    if manager.at_capacity:
+        reasons.append(f"all {manager.settings.rtc.max_streams} stream slots are taken")
+    if reasons:
+        return web.json_response(
+            {"ready": False, "reasons": reasons}, status=503, headers={"Retry-After": "5"}
+        )
+    return web.json_response({"ready": True, "device": str(worker.device), "streams": len(manager.streams)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/streams", list_streams)
+    app.router.add_get("/api/streams/{stream}", get_stream)
+    app.router.add_patch("/api/streams/{stream}", patch_stream)
+    app.router.add_get("/api/presets", list_presets)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)

@@ -1,0 +1,83 @@
+"""`livegen serve | bench | doctor`: parse arguments, load settings, run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from livegen.errors import ConfigError
+
+log = logging.getLogger("livegen")
+
+
+def _settings(args: argparse.Namespace):
+    from livegen.config import load_settings
+
+    overrides: dict = {}
+    if getattr(args, "host", None):
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides.setdefault("server", {})["port"] = args.port
+    return load_settings(args.config, overrides=overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from livegen.api import create_app
+
+    settings = _settings(args)
+    logging.getLogger().setLevel(settings.log_level)
+    app = create_app(settings)
+    host, port = settings.server.host, settings.server.port
+    log.info("livegen on http://%s:%d/ (webcam page), /watch/<stream>, /api/streams", host, port)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from livegen.doctor import report
+
+    print(report(_settings(args)))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from livegen.bench import run_scenario
+
+    return run_scenario(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livegen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the node")
+    serve.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.set_defaults(func=cmd_serve)
+
+    doctor = sub.add_parser("doctor", help="report devices, codecs and settings")
+    doctor.add_argument("--config", type=Path)
+    doctor.set_defaults(func=cmd_doctor)
+
+    from livegen.bench import add_arguments
+
+    bench = sub.add_parser("bench", help="run a benchmark scenario and record it under bench/results/")
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"livegen: {exc.detail}", file=sys.stderr)
+        return 2

@@ -1,0 +1,34 @@
+"""`livegen doctor`: what this machine offers the node (device, codecs, versions, settings)."""
+
+from __future__ import annotations
+
+import platform
+
+from livegen.config import Settings
+
+
+def report(settings: Settings) -> str:
+    import aiortc
+    import av
+    import torch
+
+    from livegen.engine.worker import select_device
+
+    lines = [
+        f"python      {platform.python_version()} ({platform.machine()})",
+        f"torch       {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
+        f"cuda        {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}",
+        f"device      {select_device(settings.engine.device)} (engine.device = {settings.engine.device})",
+        f"aiortc      {aiortc.__version__}",
+        f"av          {av.__version__} (ffmpeg {'.'.join(map(str, av.library_versions.get('libavcodec', ())))})",
+    ]
+    for codec in ("libx264", "h264_nvenc", "libvpx"):
+        try:
+            av.codec.Codec(codec, "w")
+            state = "yes"
+        except Exception:
+            state = "no"
+        lines.append(f"encoder     {codec}: {state}")
+    lines.append(f"web pages   {settings.web_dir()}")
+    lines.append(f"presets     {settings.presets_dir()}")
+    return "\n".join(lines)

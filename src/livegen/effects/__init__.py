@@ -1,0 +1,7 @@
+"""Video effects: one effect per file, all working on device tensors; see `registry`."""
+
+from livegen.effects.base import Effect, EffectParams
+from livegen.effects.chain import EffectChain, build_chain
+from livegen.effects.registry import EFFECTS
+
+__all__ = ["EFFECTS", "Effect", "EffectChain", "EffectParams", "build_chain"]

@@ -1,0 +1,14 @@
+"""Every effect livegen knows, by name. Adding an effect: one file, one line here."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from livegen.effects.base import Effect
+from livegen.effects.edges import EdgesEffect
+from livegen.effects.grayscale import GrayscaleEffect
+from livegen.effects.passthrough import PassthroughEffect
+
+EFFECTS: MappingProxyType[str, type[Effect]] = MappingProxyType(
+    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect)}
+)

@@ -1,0 +1,53 @@
+"""`StreamPipeline`: one stream's way through the engine.
+
+The asyncio loop `submit`s decoded frames into the pipeline's slot (latest frame wins; a replaced
+frame is counted as dropped). The device worker takes them, runs the current effect chain and
+hands the result to `emit`, which must be safe to call from the worker thread. The chain is
+swapped by replacing one reference, so a change lands between two frames, never inside one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+
+from livegen.effects import EffectChain
+from livegen.engine.slot import FrameSlot
+from livegen.engine.stats import StreamStats
+
+
+@dataclass(frozen=True, slots=True)
+class InputFrame:
+    frame: av.VideoFrame
+    received_at: float  # time.perf_counter() when the decoded frame reached the node
+
+
+class StreamPipeline:
+    def __init__(
+        self,
+        name: str,
+        chain: EffectChain,
+        emit: Callable[[av.VideoFrame], None],
+        stats: StreamStats | None = None,
+    ):
+        self.name = name
+        self.chain = chain
+        self.emit = emit
+        self.stats = stats or StreamStats()
+        self.slot: FrameSlot[InputFrame] = FrameSlot()
+        self.failed_chain: EffectChain | None = None  # last chain whose error was logged
+
+    def bind(self, wake: Callable[[], None]) -> None:
+        """Called by the worker that runs this pipeline, so a new frame wakes it."""
+        self.slot = FrameSlot(on_put=wake)
+
+    def submit(self, frame: av.VideoFrame) -> None:
+        self.stats.frame_in()
+        if self.slot.put(InputFrame(frame, time.perf_counter())) is not None:
+            self.stats.drop("slot_replaced")
+
+    def set_chain(self, chain: EffectChain) -> None:
+        self.chain = chain

@@ -1,0 +1,53 @@
+"""The presets a stream can run: loaded from YAML at start-up and checked against the effects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from livegen.config import PresetSpec, load_presets
+from livegen.effects import EffectChain, build_chain
+from livegen.errors import ConfigError, Unprocessable
+
+
+class PresetLibrary:
+    def __init__(self, specs: dict[str, PresetSpec], default: str):
+        for spec in specs.values():
+            try:
+                build_chain(spec)
+            except Unprocessable as exc:
+                raise ConfigError(f"preset file {spec.name}.yaml: {exc.detail}") from None
+        if default not in specs:
+            raise ConfigError(
+                f"engine.default_preset: no preset named {default!r} (have: {', '.join(sorted(specs))})"
+            )
+        self._specs = dict(specs)
+        self.default = default
+
+    @classmethod
+    def from_folder(cls, folder: Path, default: str) -> PresetLibrary:
+        return cls(load_presets(folder), default)
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "effects": [effect.model_dump() for effect in spec.effects],
+            }
+            for spec in (self._specs[name] for name in self.names())
+        ]
+
+    def chain(self, name: str | None) -> EffectChain:
+        """A fresh chain for preset `name` (the default when None); 422 if there is none."""
+        name = self.default if name is None else name
+        spec = self._specs.get(name)
+        if spec is None:
+            raise Unprocessable(
+                f"unknown preset {name!r} (have: {', '.join(self.names())})",
+                errors=[{"field": "preset", "message": "unknown preset"}],
+            )
+        return build_chain(spec)

@@ -1,0 +1,87 @@
+"""Per-stream counters, rates and latency percentiles, written by the engine and read by the API.
+
+Writers are the asyncio loop (frames in) and the worker thread (frames out, latency); a lock keeps
+snapshots consistent. Memory is bounded: rates and percentiles use fixed-size windows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+LATENCY_WINDOW = 600  # samples (about 20 s at 30 fps)
+RATE_WINDOW_S = 2.0
+
+
+class _RateMeter:
+    def __init__(self) -> None:
+        self._stamps: deque[float] = deque(maxlen=512)
+
+    def mark(self, now: float) -> None:
+        self._stamps.append(now)
+
+    def rate(self, now: float) -> float:
+        recent = [t for t in self._stamps if now - t <= RATE_WINDOW_S]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], recent[-1] - recent[0])
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+class StreamStats:
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped: Counter[str] = Counter()
+        self.over_budget = 0
+        self._in_rate = _RateMeter()
+        self._out_rate = _RateMeter()
+        self._processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._node_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def frame_in(self) -> None:
+        with self._lock:
+            self.frames_in += 1
+            self._in_rate.mark(self._clock())
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.dropped[reason] += count
+
+    def frame_out(self, processing_ms: float, node_ms: float, over_budget: bool) -> None:
+        """A processed frame left the engine: its processing time and time since it arrived."""
+        with self._lock:
+            self.frames_out += 1
+            self._out_rate.mark(self._clock())
+            self._processing_ms.append(processing_ms)
+            self._node_ms.append(node_ms)
+            self.over_budget += int(over_budget)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self._clock()
+        with self._lock:
+            processing = np.array(self._processing_ms)
+            node = np.array(self._node_ms)
+            return {
+                "fps_in": round(self._in_rate.rate(now), 2),
+                "fps_out": round(self._out_rate.rate(now), 2),
+                "frames_in": self.frames_in,
+                "frames_out": self.frames_out,
+                "dropped": dict(self.dropped),
+                "over_budget": self.over_budget,
+                "latency_ms": _percentiles(processing),
+                "node_latency_ms": _percentiles(node),
+            }
+
+
+def _percentiles(samples: np.ndarray) -> dict[str, float | None]:
+    if samples.size == 0:
+        return {"p50": None, "p95": None}
+    p50, p95 = np.percentile(samples, [50, 95])
+    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}

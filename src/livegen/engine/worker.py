@@ -1,0 +1,122 @@
+"""`DeviceWorker`: the one thread that owns a device (torch/CUDA) and runs every stream's chain.
+
+It sweeps the attached pipelines, takes whatever frame each slot holds, processes it and emits the
+result. With nothing to do it sleeps until a slot is filled. Conversions and effects run here,
+never on the asyncio loop. An effect that raises costs its stream that frame (counted as
+`effect_error`), never the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import torch
+
+from livegen.engine.pipeline import InputFrame, StreamPipeline
+from livegen.errors import ConfigError
+from livegen.media.convert import frame_to_tensor, tensor_to_frame
+
+log = logging.getLogger(__name__)
+
+
+def select_device(setting: str) -> torch.device:
+    """`auto` → CUDA when torch sees a GPU, else CPU; `cuda` without one is a config error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("engine.device: cuda requested but torch sees no CUDA device")
+    if setting in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class DeviceWorker:
+    def __init__(self, device: torch.device, budget_ms: float = 100.0):
+        self.device = device
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.budget_ms = budget_ms
+        self._lock = threading.Lock()
+        self._pipelines: tuple[StreamPipeline, ...] = ()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return f"livegen-worker-{self.device.type}"
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        log.info("%s started (dtype %s)", self.name, self.dtype)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("%s did not stop within %.1f s", self.name, timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def attach(self, pipeline: StreamPipeline) -> None:
+        pipeline.bind(self._wake.set)
+        with self._lock:
+            self._pipelines = (*self._pipelines, pipeline)
+
+    def detach(self, pipeline: StreamPipeline) -> None:
+        with self._lock:
+            self._pipelines = tuple(p for p in self._pipelines if p is not pipeline)
+
+    @property
+    def pipelines(self) -> tuple[StreamPipeline, ...]:
+        return self._pipelines
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopping.is_set():
+                self._wake.clear()
+                worked = False
+                for pipeline in self._pipelines:
+                    item = pipeline.slot.take()
+                    if item is not None:
+                        self._process(pipeline, item)
+                        worked = True
+                if not worked:
+                    self._wake.wait(0.5)
+
+    def _process(self, pipeline: StreamPipeline, item: InputFrame) -> None:
+        started = time.perf_counter()
+        chain = pipeline.chain  # one read: a swap lands between frames
+        try:
+            if chain.touches_pixels:
+                image = frame_to_tensor(item.frame, self.device, self.dtype)
+                frame = tensor_to_frame(chain.apply(image), like=item.frame)
+            else:
+                frame = item.frame
+        except Exception:
+            pipeline.stats.drop("effect_error")
+            if pipeline.failed_chain is not chain:
+                pipeline.failed_chain = chain
+                log.exception("[%s] preset %s failed on a frame", pipeline.name, chain.preset)
+            return
+        done = time.perf_counter()
+        processing_ms = (done - started) * 1000.0
+        try:
+            pipeline.emit(frame)
+        except RuntimeError:  # the loop is closing; the stream is going away
+            pipeline.stats.drop("output_closed")
+            return
+        pipeline.stats.frame_out(
+            processing_ms,
+            node_ms=(done - item.received_at) * 1000.0,
+            over_budget=processing_ms > self.budget_ms,
+        )

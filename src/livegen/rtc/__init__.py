@@ -1,0 +1,1 @@
+"""WebRTC signalling (WHIP/WHEP), peer sessions and the `SessionManager` that owns them."""

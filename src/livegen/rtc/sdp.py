@@ -1,0 +1,57 @@
+"""Checks on an SDP offer before it reaches aiortc, so bad input gets a precise 400 or 422."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from livegen.errors import InvalidSdp, Unprocessable
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+@dataclass(frozen=True)
+class MediaSection:
+    kind: str
+    direction: str
+    port: int
+
+
+def parse_media_sections(sdp: str) -> list[MediaSection]:
+    """The m= sections of an offer with their directions; `InvalidSdp` if it is not SDP."""
+    text = sdp.strip()
+    if not text:
+        raise InvalidSdp("the offer is empty")
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines[0] != "v=0":
+        raise InvalidSdp("the offer is not SDP: it must start with 'v=0'")
+    if any(len(line) < 2 or line[1] != "=" for line in lines):
+        raise InvalidSdp("the offer has lines that are not 'x=value' SDP lines")
+    session_direction = "sendrecv"
+    sections: list[MediaSection] = []
+    current: dict | None = None
+    for line in lines[1:]:
+        if line.startswith("m="):
+            parts = line[2:].split()
+            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                raise InvalidSdp(f"malformed media line {line!r}")
+            current = {"kind": parts[0], "port": int(parts[1].split("/")[0]), "direction": None}
+            sections.append(current)  # type: ignore[arg-type]
+        elif line[2:] in _DIRECTIONS and line.startswith("a="):
+            if current is None:
+                session_direction = line[2:]
+            else:
+                current["direction"] = line[2:]
+    if not sections:
+        raise InvalidSdp("the offer has no media sections (m= lines)")
+    return [
+        MediaSection(s["kind"], s["direction"] or session_direction, s["port"])  # type: ignore[index]
+        for s in sections
+    ]
+
+
+def require_video(sections: list[MediaSection], *, sending: bool) -> None:
+    """422 unless the offer has a video section that sends (WHIP) or receives (WHEP) video."""
+    wanted = ("sendrecv", "sendonly") if sending else ("sendrecv", "recvonly")
+    if not any(s.kind == "video" and s.direction in wanted and s.port != 0 for s in sections):
+        role = "send" if sending else "receive"
+        raise Unprocessable(f"the offer has no video section that can {role} video")

@@ -1,0 +1,356 @@
+"""Peer sessions and the `SessionManager`, the sole owner of every stream and session.
+
+An `IngestSession` is a publisher's recvonly peer (WHIP): its decoded video goes into the
+stream's engine pipeline. A `ViewerSession` is a viewer's sendonly peer (WHEP) fed from the
+stream's output. Each session owns the tasks it starts and cancels them on close; the manager
+owns the tasks that end sessions. Nothing here touches pixels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from livegen.config import Settings
+from livegen.engine.pipeline import StreamPipeline
+from livegen.engine.presets import PresetLibrary
+from livegen.engine.worker import DeviceWorker
+from livegen.errors import (
+    AtCapacity,
+    BadRequest,
+    InvalidSdp,
+    NotFound,
+    StreamBusy,
+    StreamNotPublished,
+    Unprocessable,
+)
+from livegen.media.output import StreamOutput
+from livegen.rtc.sdp import parse_media_sections, require_video
+from livegen.rtc.tracks import ProcessedVideoTrack
+
+log = logging.getLogger(__name__)
+
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CLOSE_TIMEOUT_S = 5.0
+
+
+def check_stream_name(name: str) -> str:
+    if not STREAM_NAME.fullmatch(name):
+        raise BadRequest(f"invalid stream name {name!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    return name
+
+
+class PeerSession:
+    """One peer connection and the tasks working for it."""
+
+    role = "peer"
+
+    def __init__(
+        self,
+        stream: str,
+        config: RTCConfiguration,
+        on_end: Callable[[PeerSession], None],
+        connect_timeout_s: float,
+    ):
+        self.id = secrets.token_urlsafe(12)
+        self.stream = stream
+        self.pc = RTCPeerConnection(config)
+        self.created_at = time.time()
+        self.states: list[str] = [self.pc.connectionState]
+        self._on_end = on_end
+        self._connect_timeout_s = connect_timeout_s
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.role} {self.stream}/{self.id[:6]}"
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.tag} {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def negotiate(self, offer_sdp: str) -> str:
+        """Apply the offer, answer it with every local candidate gathered; return the answer."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc raises many kinds on hostile SDP; all are the client's
+            raise InvalidSdp(f"offer rejected: {exc or type(exc).__name__}") from None
+        self.prepare_answer()
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:
+            raise Unprocessable(f"cannot answer the offer: {exc or type(exc).__name__}") from None
+        self.spawn(self._connect_deadline(), "connect-deadline")
+        return self.pc.localDescription.sdp
+
+    def prepare_answer(self) -> None:
+        """Hook: attach tracks after the offer is applied and before the answer is made."""
+
+    async def _connect_deadline(self) -> None:
+        await asyncio.sleep(self._connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            log.info("[%s] not connected after %.0f s, ending", self.tag, self._connect_timeout_s)
+            self.end()
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        self.states.append(state)
+        log.info("[%s] connection %s", self.tag, state)
+        if state in ("failed", "closed"):
+            self.end()
+
+    def end(self) -> None:
+        """Ask the owner to remove this session (idempotent, safe from callbacks)."""
+        if not self._closed:
+            self._on_end(self)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+        await self.pc.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class IngestSession(PeerSession):
+    """A publisher (WHIP): receives its media and feeds video into the stream's pipeline."""
+
+    role = "whip"
+
+    def __init__(self, stream: str, config: RTCConfiguration, pipeline: StreamPipeline, **kw: Any):
+        super().__init__(stream, config, **kw)
+        self.pipeline = pipeline
+        self.video_tracks = 0
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video" and self.video_tracks == 0:
+            self.video_tracks += 1
+            self.spawn(self._pump_video(track), "video-in")
+        else:
+            # Audio is not relayed yet; it is read so aiortc's receive queue stays empty.
+            self.spawn(self._drain(track), f"{track.kind}-drain")
+
+    async def _pump_video(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                self.pipeline.submit(await track.recv())
+        except MediaStreamError:
+            log.info("[%s] video track ended", self.tag)
+            self.end()
+
+    @staticmethod
+    async def _drain(track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            pass
+
+
+class ViewerSession(PeerSession):
+    """A viewer (WHEP): sends the stream's processed video."""
+
+    role = "whep"
+
+    def __init__(self, stream: str, config: RTCConfiguration, output: StreamOutput, **kw: Any):
+        super().__init__(stream, config, **kw)
+        self.track = ProcessedVideoTrack(output)
+
+    def prepare_answer(self) -> None:
+        self.pc.addTrack(self.track)
+
+    async def close(self) -> None:
+        self.track.stop()
+        await super().close()
+
+
+@dataclass
+class Stream:
+    name: str
+    preset: str
+    pipeline: StreamPipeline
+    output: StreamOutput
+    ingest: IngestSession
+    viewers: dict[str, ViewerSession] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "stream": self.name,
+            "preset": self.preset,
+            "started_at": self.started_at,
+            "viewers": len(self.viewers),
+            "viewer_frames_dropped": sum(v.track.dropped for v in self.viewers.values()),
+            **self.pipeline.stats.snapshot(),
+        }
+
+
+class SessionManager:
+    """Owns the stream map; every change to it goes through here, on the asyncio loop."""
+
+    def __init__(self, settings: Settings, worker: DeviceWorker, presets: PresetLibrary):
+        self.settings = settings
+        self.worker = worker
+        self.presets = presets
+        self.streams: dict[str, Stream] = {}
+        self._negotiating: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- capacity -----------------------------------------------------------------------
+    @property
+    def at_capacity(self) -> bool:
+        return len(self.streams) + len(self._negotiating) >= self.settings.rtc.max_streams
+
+    def _rtc_config(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.settings.rtc.ice_servers])
+
+    def _session_kw(self) -> dict[str, Any]:
+        return {"on_end": self._session_ended, "connect_timeout_s": self.settings.rtc.connect_timeout_s}
+
+    # ---- publishing (WHIP) ----------------------------------------------------------------
+    async def publish(self, name: str, offer: str, preset: str | None = None) -> tuple[IngestSession, str]:
+        check_stream_name(name)
+        if name in self.streams or name in self._negotiating:
+            raise StreamBusy(f"stream {name!r} already has a publisher")
+        if self.at_capacity:
+            raise AtCapacity(f"the node runs its maximum of {self.settings.rtc.max_streams} streams")
+        require_video(parse_media_sections(offer), sending=True)
+        chain = self.presets.chain(preset)
+
+        loop = asyncio.get_running_loop()
+        output = StreamOutput()
+        pipeline = StreamPipeline(name, chain, emit=lambda frame: loop.call_soon_threadsafe(output.publish, frame))
+        session = IngestSession(name, self._rtc_config(), pipeline, **self._session_kw())
+        self._negotiating.add(name)
+        try:
+            answer = await session.negotiate(offer)
+        except BaseException:
+            await session.close()
+            raise
+        finally:
+            self._negotiating.discard(name)
+        self.streams[name] = Stream(name, chain.preset, pipeline, output, session)
+        self.worker.attach(pipeline)
+        log.info("[%s] publishing with preset %s", session.tag, chain.preset)
+        return session, answer
+
+    async def end_publish(self, name: str, session_id: str) -> None:
+        stream = self.streams.get(name)
+        if stream is None or stream.ingest.id != session_id:
+            raise NotFound(f"no publish session {session_id!r} on stream {name!r}")
+        await self._remove_stream(stream)
+
+    async def _remove_stream(self, stream: Stream) -> None:
+        if self.streams.get(stream.name) is not stream:
+            return
+        del self.streams[stream.name]
+        self.worker.detach(stream.pipeline)
+        stream.output.close()
+        viewers = list(stream.viewers.values())
+        stream.viewers.clear()
+        await asyncio.gather(stream.ingest.close(), *(v.close() for v in viewers))
+        log.info("[%s] stream ended (%d viewers closed)", stream.ingest.tag, len(viewers))
+
+    # ---- watching (WHEP) ------------------------------------------------------------------
+    async def watch(self, name: str, offer: str) -> tuple[ViewerSession, str]:
+        check_stream_name(name)
+        stream = self.streams.get(name)
+        if stream is None:
+            raise StreamNotPublished(name)
+        limit = self.settings.rtc.max_viewers_per_stream
+        if len(stream.viewers) >= limit:
+            raise AtCapacity(f"stream {name!r} has its maximum of {limit} viewers")
+        require_video(parse_media_sections(offer), sending=False)
+        session = ViewerSession(name, self._rtc_config(), stream.output, **self._session_kw())
+        try:
+            answer = await session.negotiate(offer)
+        except BaseException:
+            await session.close()
+            raise
+        if self.streams.get(name) is not stream:  # the publisher left while we negotiated
+            await session.close()
+            raise StreamNotPublished(name)
+        stream.viewers[session.id] = session
+        log.info("[%s] watching", session.tag)
+        return session, answer
+
+    async def end_watch(self, name: str, session_id: str) -> None:
+        stream = self.streams.get(name)
+        session = stream.viewers.pop(session_id, None) if stream else None
+        if session is None:
+            raise NotFound(f"no viewer session {session_id!r} on stream {name!r}")
+        await session.close()
+
+    # ---- control --------------------------------------------------------------------------
+    def stream(self, name: str) -> Stream:
+        stream = self.streams.get(check_stream_name(name))
+        if stream is None:
+            raise NotFound(f"no stream {name!r}")
+        return stream
+
+    def set_preset(self, name: str, preset: str) -> Stream:
+        stream = self.stream(name)
+        stream.pipeline.set_chain(self.presets.chain(preset))
+        stream.preset = preset
+        log.info("[%s] preset → %s", stream.ingest.tag, preset)
+        return stream
+
+    # ---- session ends ---------------------------------------------------------------------
+    def _session_ended(self, session: PeerSession) -> None:
+        self._spawn(self._end_session(session), f"end {session.tag}")
+
+    async def _end_session(self, session: PeerSession) -> None:
+        stream = self.streams.get(session.stream)
+        if isinstance(session, IngestSession):
+            if stream is not None and stream.ingest is session:
+                await self._remove_stream(stream)
+        elif stream is not None and stream.viewers.get(session.id) is session:
+            del stream.viewers[session.id]
+            await session.close()
+        else:
+            await session.close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """End every stream and wait for pending session ends."""
+        await asyncio.gather(*(self._remove_stream(s) for s in list(self.streams.values())))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT_S)
+
+    @property
+    def tasks(self) -> int:
+        return len(self._tasks)

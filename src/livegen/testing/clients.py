@@ -1,0 +1,83 @@
+"""Loopback WHIP/WHEP clients on real aiortc peers, used by the tests and by `livegen bench`."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urljoin
+
+import aiohttp
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+
+class SignallingError(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class _Client:
+    def __init__(self, url: str, http: aiohttp.ClientSession):
+        self.url = url
+        self.http = http
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.location: str | None = None
+        self.states: list[str] = [self.pc.connectionState]
+        self.pc.on("connectionstatechange", lambda: self.states.append(self.pc.connectionState))
+
+    async def _exchange(self) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with self.http.post(
+            self.url, data=self.pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+        ) as response:
+            body = await response.text()
+            if response.status != 201:
+                raise SignallingError(response.status, body)
+            self.location = urljoin(self.url, response.headers["Location"])
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.pc.connectionState != "connected":
+                if self.pc.connectionState in ("failed", "closed"):
+                    raise ConnectionError(f"peer {self.pc.connectionState}")
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> int | None:
+        """DELETE the session (status returned) and close the peer."""
+        status = None
+        if self.location is not None:
+            async with self.http.delete(self.location) as response:
+                status = response.status
+            self.location = None
+        await self.pc.close()
+        return status
+
+
+class WhipPublisher(_Client):
+    def __init__(self, base_url: str, stream: str, http: aiohttp.ClientSession, preset: str | None = None):
+        url = f"{base_url}/whip/{stream}" + (f"?preset={preset}" if preset else "")
+        super().__init__(url, http)
+
+    async def publish(self, *tracks: MediaStreamTrack) -> None:
+        for track in tracks:
+            self.pc.addTransceiver(track, direction="sendonly")
+        await self._exchange()
+
+
+class WhepViewer(_Client):
+    def __init__(self, base_url: str, stream: str, http: aiohttp.ClientSession):
+        super().__init__(f"{base_url}/whep/{stream}", http)
+        self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video" and not self._track.done():
+            self._track.set_result(track)
+
+    async def watch(self) -> None:
+        self.pc.addTransceiver("video", direction="recvonly")
+        await self._exchange()
+
+    async def video(self, timeout: float = 10.0) -> MediaStreamTrack:
+        return await asyncio.wait_for(asyncio.shield(self._track), timeout)

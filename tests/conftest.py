@@ -1,0 +1,72 @@
+"""Shared fixtures: a real node on 127.0.0.1 with a free port, and leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from livegen.api import create_app
+from livegen.api.keys import MANAGER, WORKER
+from livegen.config import Settings, load_settings
+from livegen.rtc.sessions import SessionManager
+
+
+def node_settings(**sections: dict[str, Any]) -> Settings:
+    """Test settings: CPU, loopback-only ICE, no environment layer; `sections` override."""
+    base: dict[str, Any] = {"engine": {"device": "cpu"}, "rtc": {"host_addresses": ["127.0.0.1"]}}
+    for key, values in sections.items():
+        base[key] = {**base.get(key, {}), **values}
+    return load_settings(env={}, overrides=base)
+
+
+@dataclass
+class LiveNode:
+    url: str
+    app: web.Application
+    http: aiohttp.ClientSession
+
+    @property
+    def manager(self) -> SessionManager:
+        return self.app[MANAGER]
+
+
+async def start_node(settings: Settings) -> tuple[web.AppRunner, str]:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return node_settings()
+
+
+@pytest.fixture
+async def live_node(settings: Settings) -> AsyncIterator[LiveNode]:
+    runner, url = await start_node(settings)
+    async with aiohttp.ClientSession() as http:
+        yield LiveNode(url, runner.app, http)
+    worker = runner.app[WORKER]
+    await runner.cleanup()
+    assert not worker.running, "the device worker outlived the app"
+
+
+def livegen_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("livegen-"))
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)
