@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from aiohttp import web
 from livegen.api import create_app
 from livegen.api.keys import MANAGER, WORKER
 from livegen.config import Settings, load_settings
-from livegen.rtc.sessions import SessionManager
+from livegen.rtc.sessions import IngestSession, SessionManager, ViewerSession
 
 
 def node_settings(**sections: dict[str, Any]) -> Settings:
@@ -60,10 +61,20 @@ async def live_node(settings: Settings) -> AsyncIterator[LiveNode]:
     worker = runner.app[WORKER]
     await runner.cleanup()
     assert not worker.running, "the device worker outlived the app"
+    await wait_until(lambda: not media_threads(), timeout=5)
 
 
-def livegen_threads() -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.name.startswith("livegen-"))
+def open_sessions() -> list[str]:
+    """Tags of peer sessions still alive anywhere in the process (type() avoids lazy proxies)."""
+    gc.collect()
+    return [o.tag for o in gc.get_objects() if type(o) in (IngestSession, ViewerSession) and not o.closed]
+
+
+def media_threads() -> list[str]:
+    """Threads of the node's worker and of aiortc's per-receiver decoders still running."""
+    return sorted(
+        t.name for t in threading.enumerate() if t.name.startswith("livegen-") or t.name.endswith("-decoder")
+    )
 
 
 async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:

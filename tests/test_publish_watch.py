@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import numpy as np
 import pytest
@@ -11,10 +10,9 @@ import pytest
 import torch
 
 from livegen.media.convert import frame_to_rgb, frame_to_tensor, tensor_to_rgb
-from livegen.rtc.sessions import IngestSession, ViewerSession
 from livegen.testing.clients import WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack
-from tests.conftest import wait_until
+from tests.conftest import media_threads, open_sessions, wait_until
 
 
 async def receive_frames(track, count: int, timeout: float = 20.0) -> list:
@@ -34,11 +32,6 @@ def media_tasks(before: set) -> list[str]:
         if task not in before and not task.done() and any(m in origin for m in ("livegen", "aiortc", "aioice")):
             found.append(f"{task.get_name()} {code.co_qualname}")
     return found
-
-
-def live_peers() -> list:
-    gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, (IngestSession, ViewerSession)) and not o.closed]
 
 
 @pytest.mark.parametrize("preset", ["grayscale", "edges"])
@@ -76,7 +69,9 @@ async def test_frames_come_back_processed_and_delete_frees_everything(live_node,
     await wait_until(lambda: not live_node.manager.streams and live_node.manager.tasks == 0)
     assert live_node.manager.worker.pipelines == ()
     assert "closed" in publisher.states and publisher.states[:3] == ["new", "connecting", "connected"]
-    assert not live_peers(), [(p.tag, p.states) for p in live_peers()]
+    assert not open_sessions()
+    # decoders of the node's ingest and of the closed test viewer have stopped; the worker stays
+    await wait_until(lambda: media_threads() == ["livegen-worker-cpu"], timeout=5)
     try:
         await wait_until(lambda: not media_tasks(tasks_before), timeout=5)
     except TimeoutError:

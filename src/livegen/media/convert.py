@@ -35,7 +35,8 @@ def rgb_to_frame(rgb: np.ndarray, like: av.VideoFrame | None = None) -> av.Video
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
     if like is not None:
         frame.pts = like.pts
-        frame.time_base = like.time_base
+        if like.time_base is not None:
+            frame.time_base = like.time_base
     return frame
 
 

@@ -1,0 +1,71 @@
+"""CPU use over a measurement window: per process (all threads) and the whole machine.
+
+Linux `/proc` gives another process's time (the node subprocess) and the machine's busy share;
+where it is missing those read as None and only this process's own time (`os.times`) is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds of process `pid` (this process when None), all its threads."""
+    if pid is None or pid == os.getpid():
+        times = os.times()
+        return times.user + times.system
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it start behind the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15
+
+
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+class CpuWindow:
+    """CPU use of named processes between `start()` and `stop()`; a None pid is this process."""
+
+    def __init__(self, pids: dict[str, int | None]):
+        self.pids = pids
+        self._wall = 0.0
+        self._start: dict[str, float | None] | None = None
+        self._machine: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        self._wall = time.monotonic()
+        self._start = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._machine = machine_cpu_ticks()
+
+    def stop(self) -> dict[str, float | None]:
+        """`<name>_pct` per process (100 = one core busy) and `machine_busy_pct` (of all cores)."""
+        assert self._start is not None, "start() first"
+        wall = max(time.monotonic() - self._wall, 1e-6)
+        result: dict[str, float | None] = {}
+        for name, pid in self.pids.items():
+            before, after = self._start[name], process_cpu_seconds(pid)
+            ok = before is not None and after is not None
+            result[f"{name}_pct"] = round(100.0 * (after - before) / wall, 1) if ok else None  # type: ignore[operator]
+        machine = machine_cpu_ticks()
+        if self._machine is not None and machine is not None and machine[1] > self._machine[1]:
+            busy = machine[0] - self._machine[0]
+            result["machine_busy_pct"] = round(100.0 * busy / (machine[1] - self._machine[1]), 1)
+        else:
+            result["machine_busy_pct"] = None
+        return result

@@ -1,0 +1,125 @@
+"""`NodeProcess`: a real node (`python -m livegen serve`) in a subprocess, owned by the bench.
+
+The node gets its own settings file (loopback-only ICE, a free port) and logs to a file in the
+bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
+(aiohttp shuts down gracefully), SIGKILL when that takes too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+STOP_TIMEOUT_S = 10.0
+
+
+class NodeStartError(RuntimeError):
+    """The node did not come up; the message carries the end of its log."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class NodeProcess:
+    def __init__(self, workdir: Path, *, device: str = "auto", log_level: str = "INFO"):
+        self.workdir = workdir
+        self.device = device
+        self.log_level = log_level
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+        self._log_file: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "node.log"
+
+    def start(self) -> None:
+        self.port = free_port()
+        config = self.workdir / "node.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {"host": LOOPBACK, "port": self.port},
+                    "rtc": {"host_addresses": [LOOPBACK]},
+                    "engine": {"device": self.device},
+                    "log_level": self.log_level,
+                }
+            ),
+            encoding="utf-8",
+        )
+        env = dict(os.environ, LIVEGEN_RTC__HOST_ADDRESSES=f'["{LOOPBACK}"]')
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, "-m", "livegen", "serve", "--port", str(self.port), "--config", str(config)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT, env=env
+        )
+        log.debug("node pid %d on port %d", self.process.pid, self.port)
+
+    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float) -> dict[str, Any]:
+        """Poll `GET /health` until it answers, then return `GET /ready`'s body."""
+        assert self.process is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise NodeStartError(f"the node exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                async with http.get(f"{self.url}/health", timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise NodeStartError(f"no answer on {self.url}/health after {timeout:.0f} s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+        async with http.get(f"{self.url}/ready") as response:
+            return await response.json()
+
+    def stop(self) -> int | None:
+        """End the node (idempotent); its exit code, negative for a signal."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    log.warning("the node ignored SIGTERM for %.0f s; killing it", STOP_TIMEOUT_S)
+                    process.kill()
+                    process.wait(STOP_TIMEOUT_S)
+            self.returncode = process.returncode
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return self.returncode
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no node log)"
+        return "\n".join(text.splitlines()[-lines:])
