@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
+from livegen.testing.clients import SignallingError, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack
 from tests.conftest import open_sessions, wait_until
 

@@ -6,7 +6,6 @@ import asyncio
 
 import numpy as np
 import pytest
-
 import torch
 
 from livegen.media.convert import frame_to_rgb, frame_to_tensor, tensor_to_rgb

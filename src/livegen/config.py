@@ -33,13 +33,29 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    """Origins whose pages may call WHIP/WHEP and the API from a browser; "*" for any."""
     web_dir: Path | None = None
     """Folder of the web pages; default: the bundled `web/`."""
 
 
+class IceServer(_Section):
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+        return url
+
+
 class RtcSettings(_Section):
-    ice_servers: list[str] = Field(default_factory=list)
-    """STUN/TURN URLs offered to the node's peer connections; empty on a LAN or loopback."""
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    """STUN/TURN servers for the node's peers, also offered to clients in `Link` headers; each a
+    URL or {url, username, credential}. Empty on a LAN or loopback."""
     max_streams: int = Field(8, ge=1, le=1024)
     """Publishers the node accepts at once; `/ready` answers 503 when all are taken."""
     max_viewers_per_stream: int = Field(32, ge=1, le=10_000)
@@ -49,13 +65,12 @@ class RtcSettings(_Section):
     connect_timeout_s: float = Field(20.0, gt=0, le=600)
     """A peer that has not connected this long after its offer was answered is dropped."""
 
-    @field_validator("ice_servers")
+    @field_validator("ice_servers", mode="before")
     @classmethod
-    def _urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.startswith(("stun:", "turn:", "turns:")):
-                raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
-        return urls
+    def _plain_urls(cls, servers: object) -> object:
+        if isinstance(servers, list):
+            return [{"url": s} if isinstance(s, str) else s for s in servers]
+        return servers
 
 
 class EngineSettings(_Section):

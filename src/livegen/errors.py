@@ -73,6 +73,13 @@ class StreamNotPublished(Conflict):
         )
 
 
+class PreconditionFailed(LivegenError):
+    """If-Match named an entity tag the session does not have."""
+
+    status = 412
+    title = "Precondition failed"
+
+
 class PayloadTooLarge(LivegenError):
     status = 413
     title = "Payload too large"

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from livegen.api import pages, streams, webrtc
+from livegen.api.cors import cors_middleware
 from livegen.api.keys import MANAGER, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
 from livegen.config import Settings
@@ -30,7 +31,8 @@ def create_app(settings: Settings) -> web.Application:
     use_host_addresses(settings.rtc.host_addresses)
 
     app = web.Application(
-        client_max_size=settings.server.max_body_bytes, middlewares=[problem_middleware]
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[cors_middleware(settings.server.cors_origins), problem_middleware],
     )
     app[SETTINGS] = settings
     app[WORKER] = worker

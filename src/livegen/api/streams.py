@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from livegen.api.keys import MANAGER, SETTINGS, WORKER
-from livegen.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from livegen.api.bodies import read_json
+from livegen.api.keys import MANAGER, WORKER
+from livegen.errors import Unprocessable
 
 
 class StreamPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: str | None = None
-
-
-async def read_json(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(f"send application/json, not {request.content_type!r}")
-    limit = request.app[SETTINGS].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
-    try:
-        return json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 async def list_streams(request: web.Request) -> web.Response:

@@ -1,58 +1,105 @@
-"""WHIP (RFC 9725) publish and WHEP watch endpoints: SDP offer in, 201 + answer + Location out."""
+"""WHIP (RFC 9725) publish and WHEP watch endpoints.
+
+`POST` takes an SDP offer and answers `201` with the SDP answer (every node candidate already in
+it), a relative `Location` for the session, its `ETag`, and the configured STUN/TURN servers as
+`Link: <url>; rel="ice-server"` headers. `PATCH` on the session takes trickled candidates
+(`application/trickle-ice-sdpfrag`, 204); an ICE restart is answered 422, not supported.
+`DELETE` ends the session. `OPTIONS` (and `HEAD` for WHEP) serve discovery and CORS preflight.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from livegen.api.bodies import read_text
 from livegen.api.keys import MANAGER, SETTINGS
-from livegen.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from livegen.config import Settings
+from livegen.errors import PreconditionFailed, StreamNotPublished
+from livegen.rtc.sessions import check_stream_name
+from livegen.rtc.trickle import SDPFRAG, parse_fragment
 
 SDP = "application/sdp"
 
 
-async def read_sdp_offer(request: web.Request) -> str:
-    if request.content_type != SDP:
-        raise UnsupportedMediaType(f"the offer must be sent as {SDP}, not {request.content_type!r}")
-    limit = request.app[SETTINGS].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the offer is {request.content_length} bytes; the limit is {limit}")
-    body = await request.read()  # aiohttp enforces the same limit for chunked bodies (413)
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the offer is not UTF-8 text") from None
+def ice_server_links(settings: Settings) -> list[str]:
+    links = []
+    for server in settings.rtc.ice_servers:
+        link = f'<{server.url}>; rel="ice-server"'
+        if server.username is not None:
+            link += f'; username="{server.username}"; credential="{server.credential or ""}"; credential-type="password"'
+        links.append(link)
+    return links
 
 
-def sdp_answer(answer: str, location: str) -> web.Response:
-    return web.Response(status=201, text=answer, content_type=SDP, headers={"Location": location})
+def _created(request: web.Request, answer: str, location: str, etag: str) -> web.Response:
+    headers = CIMultiDict({"Location": location, "ETag": etag, "Accept-Patch": SDPFRAG})
+    for link in ice_server_links(request.app[SETTINGS]):
+        headers.add("Link", link)
+    return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
+
+
+async def discovery(request: web.Request) -> web.Response:
+    check_stream_name(request.match_info["stream"])
+    headers = CIMultiDict({"Allow": "OPTIONS, POST", "Accept-Post": SDP})
+    for link in ice_server_links(request.app[SETTINGS]):
+        headers.add("Link", link)
+    return web.Response(status=204, headers=headers)
 
 
 async def whip_publish(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
-    offer = await read_sdp_offer(request)
+    offer = await read_text(request, SDP, "offer")
     session, answer = await request.app[MANAGER].publish(stream, offer, request.query.get("preset"))
-    return sdp_answer(answer, f"/whip/{stream}/{session.id}")
-
-
-async def whip_end(request: web.Request) -> web.Response:
-    await request.app[MANAGER].end_publish(request.match_info["stream"], request.match_info["session"])
-    return web.Response(status=200)
+    return _created(request, answer, f"/whip/{stream}/{session.id}", session.etag)
 
 
 async def whep_watch(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
-    offer = await read_sdp_offer(request)
+    offer = await read_text(request, SDP, "offer")
     session, answer = await request.app[MANAGER].watch(stream, offer)
-    return sdp_answer(answer, f"/whep/{stream}/{session.id}")
+    return _created(request, answer, f"/whep/{stream}/{session.id}", session.etag)
 
 
-async def whep_end(request: web.Request) -> web.Response:
-    await request.app[MANAGER].end_watch(request.match_info["stream"], request.match_info["session"])
-    return web.Response(status=200)
+async def whep_head(request: web.Request) -> web.Response:
+    name = check_stream_name(request.match_info["stream"])
+    if name not in request.app[MANAGER].streams:
+        raise StreamNotPublished(name)
+    return web.Response(status=200, headers={"Accept-Post": SDP})
+
+
+def _session_handlers(role: str):
+    async def patch(request: web.Request) -> web.Response:
+        session = request.app[MANAGER].session(role, request.match_info["stream"], request.match_info["session"])
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and if_match.strip() not in ("*", session.etag):
+            raise PreconditionFailed(f"If-Match {if_match} does not match the session's ETag")
+        fragment = parse_fragment(await read_text(request, SDPFRAG, "ICE fragment"))
+        await session.trickle(fragment)
+        return web.Response(status=204)
+
+    async def delete(request: web.Request) -> web.Response:
+        manager = request.app[MANAGER]
+        stream, session = request.match_info["stream"], request.match_info["session"]
+        if role == "whip":
+            await manager.end_publish(stream, session)
+        else:
+            await manager.end_watch(stream, session)
+        return web.Response(status=200)
+
+    async def options(request: web.Request) -> web.Response:
+        request.app[MANAGER].session(role, request.match_info["stream"], request.match_info["session"])
+        return web.Response(status=204, headers={"Allow": "OPTIONS, PATCH, DELETE", "Accept-Patch": SDPFRAG})
+
+    return patch, delete, options
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/whip/{stream}", whip_publish)
-    app.router.add_delete("/whip/{stream}/{session}", whip_end)
-    app.router.add_post("/whep/{stream}", whep_watch)
-    app.router.add_delete("/whep/{stream}/{session}", whep_end)
+    for role, post in (("whip", whip_publish), ("whep", whep_watch)):
+        app.router.add_post(f"/{role}/{{stream}}", post)
+        app.router.add_route("OPTIONS", f"/{role}/{{stream}}", discovery)
+        patch, delete, options = _session_handlers(role)
+        app.router.add_patch(f"/{role}/{{stream}}/{{session}}", patch)
+        app.router.add_delete(f"/{role}/{{stream}}/{{session}}", delete)
+        app.router.add_route("OPTIONS", f"/{role}/{{stream}}/{{session}}", options)
+    app.router.add_route("HEAD", "/whep/{stream}", whep_head)

@@ -42,6 +42,7 @@ from livegen.errors import (
 from livegen.media.output import StreamOutput
 from livegen.rtc.sdp import parse_media_sections, require_video
 from livegen.rtc.tracks import ProcessedVideoTrack
+from livegen.rtc.trickle import IceFragment, ice_credentials
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,10 @@ class PeerSession:
         connect_timeout_s: float,
     ):
         self.id = secrets.token_urlsafe(12)
+        self.etag = f'"{secrets.token_urlsafe(9)}"'
         self.stream = stream
+        self.remote_ice: tuple[str | None, str | None] = (None, None)
+        self._bundled = False
         self.pc = RTCPeerConnection(config)
         self.created_at = time.time()
         self.states: list[str] = [self.pc.connectionState]
@@ -90,6 +94,8 @@ class PeerSession:
 
     async def negotiate(self, offer_sdp: str) -> str:
         """Apply the offer, answer it with every local candidate gathered; return the answer."""
+        self.remote_ice = ice_credentials(offer_sdp)
+        self._bundled = "a=group:BUNDLE" in offer_sdp
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:  # aiortc raises many kinds on hostile SDP; all are the client's
@@ -104,6 +110,21 @@ class PeerSession:
 
     def prepare_answer(self) -> None:
         """Hook: attach tracks after the offer is applied and before the answer is made."""
+
+    async def trickle(self, fragment: IceFragment) -> None:
+        """Add the client's trickled candidates. ICE restarts (new credentials) are refused."""
+        ufrag, pwd = self.remote_ice
+        if (fragment.ufrag and fragment.ufrag != ufrag) or (fragment.pwd and fragment.pwd != pwd):
+            raise Unprocessable(
+                "ICE restart is not supported by this node: DELETE the session and start a new one"
+            )
+        for candidate in fragment.candidates:
+            if self._bundled:  # one transport carries every bundled m-line
+                candidate.sdpMid, candidate.sdpMLineIndex = None, 0
+            try:
+                await self.pc.addIceCandidate(candidate)
+            except Exception as exc:
+                raise BadRequest(f"candidate refused: {exc or type(exc).__name__}") from None
 
     async def _connect_deadline(self) -> None:
         await asyncio.sleep(self._connect_timeout_s)
@@ -231,7 +252,11 @@ class SessionManager:
         return len(self.streams) + len(self._negotiating) >= self.settings.rtc.max_streams
 
     def _rtc_config(self) -> RTCConfiguration:
-        return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.settings.rtc.ice_servers])
+        servers = [
+            RTCIceServer(urls=s.url, username=s.username, credential=s.credential)
+            for s in self.settings.rtc.ice_servers
+        ]
+        return RTCConfiguration(iceServers=servers)
 
     def _session_kw(self) -> dict[str, Any]:
         return {"on_end": self._session_ended, "connect_timeout_s": self.settings.rtc.connect_timeout_s}
@@ -309,6 +334,19 @@ class SessionManager:
         if session is None:
             raise NotFound(f"no viewer session {session_id!r} on stream {name!r}")
         await session.close()
+
+    def session(self, role: str, name: str, session_id: str) -> PeerSession:
+        """The live WHIP ("whip") or WHEP ("whep") session with this id on stream `name`."""
+        stream = self.streams.get(name)
+        found: PeerSession | None = None
+        if stream is not None:
+            if role == "whip":
+                found = stream.ingest if stream.ingest.id == session_id else None
+            else:
+                found = stream.viewers.get(session_id)
+        if found is None:
+            raise NotFound(f"no {role.upper()} session {session_id!r} on stream {name!r}")
+        return found
 
     # ---- control --------------------------------------------------------------------------
     def stream(self, name: str) -> Stream:

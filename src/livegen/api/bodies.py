@@ -1,0 +1,32 @@
+"""Reading request bodies with the content-type, size and encoding checks every endpoint needs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from livegen.api.keys import SETTINGS
+from livegen.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+
+async def read_text(request: web.Request, content_type: str, what: str) -> str:
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(f"the {what} must be sent as {content_type}, not {request.content_type!r}")
+    limit = request.app[SETTINGS].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the {what} is {request.content_length} bytes; the limit is {limit}")
+    body = await request.read()  # aiohttp enforces the same limit for chunked bodies (413)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"the {what} is not UTF-8 text") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    text = await read_text(request, "application/json", "body")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
