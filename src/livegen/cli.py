@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -31,11 +32,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.getLogger().setLevel(settings.log_level)
-    app = create_app(settings)
     host, port = settings.server.host, settings.server.port
+    if not settings.auth.publish_tokens and not _is_loopback(host) and not args.insecure:
+        raise ConfigError(
+            f"refusing to listen on {host} with no auth.publish_tokens: anyone could publish. "
+            "Configure tokens, or pass --insecure to accept that."
+        )
+    app = create_app(settings)
     log.info("livegen on http://%s:%d/ (webcam page), /watch/<stream>, /api/streams", host, port)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -59,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback address without publish tokens"
+    )
     serve.set_defaults(func=cmd_serve)
 
     doctor = sub.add_parser("doctor", help="report devices, codecs and settings")

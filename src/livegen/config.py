@@ -73,6 +73,29 @@ class RtcSettings(_Section):
         return servers
 
 
+class AuthSettings(_Section):
+    """Bearer tokens. With none configured the node is open (fine on loopback only)."""
+
+    publish_tokens: dict[str, str] = Field(default_factory=dict)
+    """Stream name (or "*" for any stream) → the token its publisher must present."""
+    viewer_tokens: dict[str, str] = Field(default_factory=dict)
+    """Stream name (or "*") → the token a viewer must present; empty: watching is open."""
+    operator_token: str | None = None
+    """Token for operator actions: API writes on any stream, ending any session."""
+
+    @field_validator("publish_tokens", "viewer_tokens")
+    @classmethod
+    def _long_enough(cls, tokens: dict[str, str]) -> dict[str, str]:
+        for stream, token in tokens.items():
+            if len(token) < 8:
+                raise ValueError(f"the token for {stream!r} is shorter than 8 characters")
+        return tokens
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.publish_tokens or self.viewer_tokens or self.operator_token)
+
+
 class EngineSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` takes CUDA when torch sees a GPU, else the CPU."""
@@ -87,6 +110,7 @@ class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     rtc: RtcSettings = Field(default_factory=RtcSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def web_dir(self) -> Path:

@@ -49,6 +49,24 @@ class InvalidSdp(BadRequest):
     title = "Invalid SDP"
 
 
+class Unauthorized(LivegenError):
+    """No token, or a token the node does not know."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, invalid: bool = False):
+        challenge = 'Bearer realm="livegen"' + (', error="invalid_token"' if invalid else "")
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(LivegenError):
+    """A valid token that does not grant this action."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(LivegenError):
     status = 404
     title = "Not found"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from livegen.api.auth import authorize
 from livegen.api.bodies import read_json
-from livegen.api.keys import MANAGER, WORKER
+from livegen.api.keys import MANAGER, SETTINGS, WORKER
 from livegen.errors import Unprocessable
 
 
@@ -16,17 +17,20 @@ class StreamPatch(BaseModel):
 
 
 async def list_streams(request: web.Request) -> web.Response:
+    authorize(request, request.app[SETTINGS].auth, "control", "*")
     manager = request.app[MANAGER]
     return web.json_response({"streams": [s.info() for s in manager.streams.values()]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
+    authorize(request, request.app[SETTINGS].auth, "watch", request.match_info["stream"])
     return web.json_response(request.app[MANAGER].stream(request.match_info["stream"]).info())
 
 
 async def patch_stream(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     name = request.match_info["stream"]
+    authorize(request, request.app[SETTINGS].auth, "control", name)
     manager.stream(name)  # 404 before looking at the body
     try:
         patch = StreamPatch.model_validate(await read_json(request))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
+from livegen.api.auth import authorize
 from livegen.api.bodies import read_text
 from livegen.api.keys import MANAGER, SETTINGS
 from livegen.config import Settings
@@ -47,29 +48,40 @@ async def discovery(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
+def _authorize(request: web.Request, action: str) -> str:
+    stream = check_stream_name(request.match_info["stream"])
+    authorize(request, request.app[SETTINGS].auth, action, stream)
+    return stream
+
+
 async def whip_publish(request: web.Request) -> web.Response:
-    stream = request.match_info["stream"]
+    stream = _authorize(request, "publish")
     offer = await read_text(request, SDP, "offer")
     session, answer = await request.app[MANAGER].publish(stream, offer, request.query.get("preset"))
     return _created(request, answer, f"/whip/{stream}/{session.id}", session.etag)
 
 
 async def whep_watch(request: web.Request) -> web.Response:
-    stream = request.match_info["stream"]
+    stream = _authorize(request, "watch")
     offer = await read_text(request, SDP, "offer")
     session, answer = await request.app[MANAGER].watch(stream, offer)
     return _created(request, answer, f"/whep/{stream}/{session.id}", session.etag)
 
 
 async def whep_head(request: web.Request) -> web.Response:
-    name = check_stream_name(request.match_info["stream"])
+    name = _authorize(request, "watch")
     if name not in request.app[MANAGER].streams:
         raise StreamNotPublished(name)
     return web.Response(status=200, headers={"Accept-Post": SDP})
 
 
 def _session_handlers(role: str):
+    # A publisher's session answers to its publish token (or the operator's); a viewer's to a
+    # token that may watch the stream.
+    action = "control" if role == "whip" else "watch"
+
     async def patch(request: web.Request) -> web.Response:
+        _authorize(request, action)
         session = request.app[MANAGER].session(role, request.match_info["stream"], request.match_info["session"])
         if_match = request.headers.get("If-Match")
         if if_match is not None and if_match.strip() not in ("*", session.etag):
@@ -79,6 +91,7 @@ def _session_handlers(role: str):
         return web.Response(status=204)
 
     async def delete(request: web.Request) -> web.Response:
+        _authorize(request, action)
         manager = request.app[MANAGER]
         stream, session = request.match_info["stream"], request.match_info["session"]
         if role == "whip":

@@ -17,9 +17,10 @@ class SignallingError(Exception):
 
 
 class _Client:
-    def __init__(self, url: str, http: aiohttp.ClientSession):
+    def __init__(self, url: str, http: aiohttp.ClientSession, token: str | None = None):
         self.url = url
         self.http = http
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.location: str | None = None
         self.states: list[str] = [self.pc.connectionState]
@@ -28,7 +29,7 @@ class _Client:
     async def _exchange(self) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with self.http.post(
-            self.url, data=self.pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+            self.url, data=self.pc.localDescription.sdp, headers={"Content-Type": "application/sdp", **self.auth}
         ) as response:
             body = await response.text()
             if response.status != 201:
@@ -47,7 +48,7 @@ class _Client:
         """DELETE the session (status returned) and close the peer."""
         status = None
         if self.location is not None:
-            async with self.http.delete(self.location) as response:
+            async with self.http.delete(self.location, headers=self.auth) as response:
                 status = response.status
             self.location = None
         await self.pc.close()
@@ -55,9 +56,11 @@ class _Client:
 
 
 class WhipPublisher(_Client):
-    def __init__(self, base_url: str, stream: str, http: aiohttp.ClientSession, preset: str | None = None):
+    def __init__(
+        self, base_url: str, stream: str, http: aiohttp.ClientSession, preset: str | None = None, token: str | None = None
+    ):
         url = f"{base_url}/whip/{stream}" + (f"?preset={preset}" if preset else "")
-        super().__init__(url, http)
+        super().__init__(url, http, token)
 
     async def publish(self, *tracks: MediaStreamTrack) -> None:
         for track in tracks:
@@ -66,8 +69,8 @@ class WhipPublisher(_Client):
 
 
 class WhepViewer(_Client):
-    def __init__(self, base_url: str, stream: str, http: aiohttp.ClientSession):
-        super().__init__(f"{base_url}/whep/{stream}", http)
+    def __init__(self, base_url: str, stream: str, http: aiohttp.ClientSession, token: str | None = None):
+        super().__init__(f"{base_url}/whep/{stream}", http, token)
         self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
         self.pc.on("track", self._on_track)
 
