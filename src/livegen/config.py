@@ -73,6 +73,27 @@ class RtcSettings(_Section):
         return servers
 
 
+class OutputSettings(_Section):
+    """How processed video leaves the node."""
+
+    mode: Literal["encode_once", "per_viewer"] = "encode_once"
+    """encode_once: one encoder per stream and codec, packets fanned out to every viewer.
+    per_viewer: aiortc encodes for each viewer (costs CPU per viewer; kept for comparison)."""
+    codecs: list[Literal["H264", "VP8"]] = Field(default_factory=lambda: ["H264", "VP8"], min_length=1)
+    """Video codecs offered to viewers, most preferred first."""
+    h264_encoder: Literal["auto", "libx264", "h264_nvenc"] = "auto"
+    """auto: NVENC when this PyAV/FFmpeg build and the machine have it, else libx264."""
+    bitrate_bps: int | None = Field(None, ge=100_000, le=50_000_000)
+    """Fixed video bitrate; default scales with the picture: 2.5 Mbit/s at 1280×720."""
+    max_bitrate_bps: int = Field(8_000_000, ge=100_000, le=50_000_000)
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
+    keyframe_interval_s: float = Field(10.0, gt=0, le=600)
+    min_keyframe_gap_s: float = Field(0.5, ge=0, le=60)
+    """Keyframes asked for by new viewers and PLIs come at most this often per stream."""
+    viewer_queue_packets: int = Field(30, ge=2, le=1000)
+    """Encoded frames a viewer may fall behind before it skips to the next keyframe."""
+
+
 class AuthSettings(_Section):
     """Bearer tokens. With none configured the node is open (fine on loopback only)."""
 
@@ -111,6 +132,7 @@ class Settings(_Section):
     rtc: RtcSettings = Field(default_factory=RtcSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def web_dir(self) -> Path:

@@ -11,9 +11,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-import numpy as np
+from livegen.observability.latency import LatencyWindow
 
-LATENCY_WINDOW = 600  # samples (about 20 s at 30 fps)
 RATE_WINDOW_S = 2.0
 
 
@@ -42,8 +41,8 @@ class StreamStats:
         self.over_budget = 0
         self._in_rate = _RateMeter()
         self._out_rate = _RateMeter()
-        self._processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._node_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.processing_ms = LatencyWindow()
+        self.node_ms = LatencyWindow()
 
     def frame_in(self) -> None:
         with self._lock:
@@ -59,15 +58,13 @@ class StreamStats:
         with self._lock:
             self.frames_out += 1
             self._out_rate.mark(self._clock())
-            self._processing_ms.append(processing_ms)
-            self._node_ms.append(node_ms)
+            self.processing_ms.add(processing_ms)
+            self.node_ms.add(node_ms)
             self.over_budget += int(over_budget)
 
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         with self._lock:
-            processing = np.array(self._processing_ms)
-            node = np.array(self._node_ms)
             return {
                 "fps_in": round(self._in_rate.rate(now), 2),
                 "fps_out": round(self._out_rate.rate(now), 2),
@@ -75,13 +72,7 @@ class StreamStats:
                 "frames_out": self.frames_out,
                 "dropped": dict(self.dropped),
                 "over_budget": self.over_budget,
-                "latency_ms": _percentiles(processing),
-                "node_latency_ms": _percentiles(node),
+                "latency_ms": self.processing_ms.summary(),
+                "node_latency_ms": self.node_ms.summary(),
             }
 
-
-def _percentiles(samples: np.ndarray) -> dict[str, float | None]:
-    if samples.size == 0:
-        return {"p50": None, "p95": None}
-    p50, p95 = np.percentile(samples, [50, 95])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}

@@ -55,3 +55,27 @@ def require_video(sections: list[MediaSection], *, sending: bool) -> None:
     if not any(s.kind == "video" and s.direction in wanted and s.port != 0 for s in sections):
         role = "send" if sending else "receive"
         raise Unprocessable(f"the offer has no video section that can {role} video")
+
+
+def negotiated_codec(sdp: str, kind: str) -> str | None:
+    """The codec name (e.g. "H264") of the first payload type of the first `kind` section."""
+    payload: str | None = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            if payload is not None:
+                break
+            parts = line[2:].split()
+            if parts[0] == kind and len(parts) > 3 and parts[1] != "0":
+                payload = parts[3]
+        elif payload is not None and line.startswith(f"a=rtpmap:{payload} "):
+            return line.split(" ", 1)[1].split("/")[0]
+    return None
+
+
+def codec_preferences(kind: str, names: list[str]) -> list:
+    """aiortc codec capabilities for `names` in that order, with RTX so NACKs are served."""
+    from aiortc import RTCRtpSender
+
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    ordered = [c for name in names for c in capabilities if c.mimeType.lower() == f"{kind}/{name}".lower()]
+    return ordered + [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]

@@ -24,6 +24,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 
 from livegen.config import Settings
@@ -40,8 +41,8 @@ from livegen.errors import (
     Unprocessable,
 )
 from livegen.media.output import StreamOutput
-from livegen.rtc.sdp import parse_media_sections, require_video
-from livegen.rtc.tracks import ProcessedVideoTrack
+from livegen.rtc.sdp import codec_preferences, negotiated_codec, parse_media_sections, require_video
+from livegen.rtc.tracks import EncodedVideoTrack, ProcessedVideoTrack
 from livegen.rtc.trickle import IceFragment, ice_credentials
 
 log = logging.getLogger(__name__)
@@ -96,20 +97,27 @@ class PeerSession:
         """Apply the offer, answer it with every local candidate gathered; return the answer."""
         self.remote_ice = ice_credentials(offer_sdp)
         self._bundled = "a=group:BUNDLE" in offer_sdp
+        self.prepare_offer()
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:
+            raise Unprocessable(f"no codec in the offer that the node can use ({exc})") from None
         except Exception as exc:  # aiortc raises many kinds on hostile SDP; all are the client's
             raise InvalidSdp(f"offer rejected: {exc or type(exc).__name__}") from None
-        self.prepare_answer()
         try:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as exc:
             raise Unprocessable(f"cannot answer the offer: {exc or type(exc).__name__}") from None
+        answer = self.pc.localDescription.sdp
+        self.answered(answer)
         self.spawn(self._connect_deadline(), "connect-deadline")
-        return self.pc.localDescription.sdp
+        return answer
 
-    def prepare_answer(self) -> None:
-        """Hook: attach tracks after the offer is applied and before the answer is made."""
+    def prepare_offer(self) -> None:
+        """Hook: set up transceivers before the offer is applied (codecs are chosen then)."""
+
+    def answered(self, answer: str) -> None:
+        """Hook: the answer is made; what was negotiated is known."""
 
     async def trickle(self, fragment: IceFragment) -> None:
         """Add the client's trickled candidates. ICE restarts (new credentials) are refused."""
@@ -198,16 +206,33 @@ class IngestSession(PeerSession):
 
 
 class ViewerSession(PeerSession):
-    """A viewer (WHEP): sends the stream's processed video."""
+    """A viewer (WHEP): sends the stream's processed video, encoded once for all viewers
+    (or by aiortc for this viewer alone in per_viewer mode)."""
 
     role = "whep"
 
     def __init__(self, stream: str, config: RTCConfiguration, output: StreamOutput, **kw: Any):
         super().__init__(stream, config, **kw)
-        self.track = ProcessedVideoTrack(output)
+        self.output = output
+        self.track: EncodedVideoTrack | ProcessedVideoTrack = (
+            EncodedVideoTrack(output) if output.mode == "encode_once" else ProcessedVideoTrack(output)
+        )
+        self.codec: str | None = None
 
-    def prepare_answer(self) -> None:
-        self.pc.addTrack(self.track)
+    def prepare_offer(self) -> None:
+        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
+        transceiver.setCodecPreferences(codec_preferences("video", list(self.output.settings.codecs)))
+        self._sender = transceiver.sender
+
+    def answered(self, answer: str) -> None:
+        self.codec = negotiated_codec(answer, "video")
+        if self.codec is None:
+            raise Unprocessable("the offer's video section was rejected")
+        self.track.bind(self.codec)
+        if self.output.mode == "encode_once":
+            # a PLI/FIR from this viewer asks the stream's encoder, not aiortc's (unused) one
+            codec = self.codec
+            self._sender._send_keyframe = lambda: self.output.request_keyframe(codec)
 
     async def close(self) -> None:
         self.track.stop()
@@ -230,8 +255,9 @@ class Stream:
             "preset": self.preset,
             "started_at": self.started_at,
             "viewers": len(self.viewers),
-            "viewer_frames_dropped": sum(v.track.dropped for v in self.viewers.values()),
+            "viewer_codecs": sorted({v.codec for v in self.viewers.values() if v.codec}),
             **self.pipeline.stats.snapshot(),
+            "output": self.output.stats(),
         }
 
 
@@ -271,9 +297,8 @@ class SessionManager:
         require_video(parse_media_sections(offer), sending=True)
         chain = self.presets.chain(preset)
 
-        loop = asyncio.get_running_loop()
-        output = StreamOutput()
-        pipeline = StreamPipeline(name, chain, emit=lambda frame: loop.call_soon_threadsafe(output.publish, frame))
+        output = StreamOutput(name, self.settings.output, asyncio.get_running_loop())
+        pipeline = StreamPipeline(name, chain, emit=output.publish)
         session = IngestSession(name, self._rtc_config(), pipeline, **self._session_kw())
         self._negotiating.add(name)
         try:
@@ -299,10 +324,9 @@ class SessionManager:
             return
         del self.streams[stream.name]
         self.worker.detach(stream.pipeline)
-        stream.output.close()
         viewers = list(stream.viewers.values())
         stream.viewers.clear()
-        await asyncio.gather(stream.ingest.close(), *(v.close() for v in viewers))
+        await asyncio.gather(stream.output.close(), stream.ingest.close(), *(v.close() for v in viewers))
         log.info("[%s] stream ended (%d viewers closed)", stream.ingest.tag, len(viewers))
 
     # ---- watching (WHEP) ------------------------------------------------------------------

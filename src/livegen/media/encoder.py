@@ -1,0 +1,238 @@
+"""Video encoding for the encode-once fan-out.
+
+`VideoEncoder` wraps one PyAV codec context (H.264 through NVENC or libx264, or VP8 through
+libvpx) tuned for live: no B-frames, zero-latency rate control, parameter sets in-band, long GOP
+with keyframes on demand. `StreamEncoder` is a stream's encoding thread: it takes the newest
+processed frame from its slot and encodes it once for every codec a viewer uses.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import av
+from av.video.frame import PictureType
+
+from livegen.config import OutputSettings
+from livegen.engine.slot import FrameSlot
+from livegen.observability.latency import LatencyWindow
+
+log = logging.getLogger(__name__)
+
+RTP_VIDEO_CLOCK = fractions.Fraction(1, 90_000)
+REFERENCE_PIXELS = 1280 * 720
+REFERENCE_BITRATE = 2_500_000
+
+
+def target_bitrate(settings: OutputSettings, width: int, height: int) -> int:
+    if settings.bitrate_bps is not None:
+        return min(settings.bitrate_bps, settings.max_bitrate_bps)
+    scaled = REFERENCE_BITRATE * (width * height) / REFERENCE_PIXELS
+    return int(min(max(scaled, 300_000), settings.max_bitrate_bps))
+
+
+def encoder_available(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:
+        return False
+    return True
+
+
+class VideoEncoder:
+    """One codec context for one codec; reopened when the frame size changes."""
+
+    def __init__(self, codec: str, settings: OutputSettings, fps: float = 30.0):
+        self.codec = codec
+        self.settings = settings
+        self.fps = fps
+        self.context: av.CodecContext | None = None
+        self.implementation = ""
+        self._size: tuple[int, int] | None = None
+        self._last_pts: int | None = None
+
+    def _candidates(self) -> list[str]:
+        if self.codec == "VP8":
+            return ["libvpx"]
+        choice = self.settings.h264_encoder
+        if choice == "auto":
+            return ["h264_nvenc", "libx264"] if encoder_available("h264_nvenc") else ["libx264"]
+        return [choice]
+
+    def _open(self, width: int, height: int) -> None:
+        errors = []
+        for name in self._candidates():
+            try:
+                self.context = self._create(name, width, height)
+                self.context.open()
+            except Exception as exc:  # NVENC listed but no usable GPU, for example
+                errors.append(f"{name}: {exc}")
+                continue
+            self.implementation = name
+            self._size = (width, height)
+            log.info("encoding %s %dx%d with %s at %d bit/s", self.codec, width, height, name, self.context.bit_rate)
+            return
+        raise RuntimeError(f"no {self.codec} encoder could be opened ({'; '.join(errors)})")
+
+    def _create(self, name: str, width: int, height: int) -> av.CodecContext:
+        context = av.CodecContext.create(name, "w")
+        context.width, context.height = width, height
+        context.pix_fmt = "yuv420p"
+        context.time_base = RTP_VIDEO_CLOCK
+        context.framerate = fractions.Fraction(round(self.fps), 1)
+        context.bit_rate = target_bitrate(self.settings, width, height)
+        context.gop_size = max(1, round(self.settings.keyframe_interval_s * self.fps))
+        context.max_b_frames = 0
+        if name == "libx264":
+            context.profile = "Baseline"  # what every WebRTC browser decodes (42e01f)
+            context.options = {
+                "preset": self.settings.x264_preset,
+                "tune": "zerolatency",
+                "level": "3.1" if width * height <= REFERENCE_PIXELS else "4.1",
+                "x264-params": "scenecut=0:repeat-headers=1:nal-hrd=none",
+            }
+        elif name == "h264_nvenc":
+            context.profile = "baseline"
+            context.options = {"preset": "p2", "tune": "ull", "zerolatency": "1", "rc": "cbr", "forced-idr": "1"}
+        else:  # libvpx (VP8)
+            context.options = {
+                "deadline": "realtime",
+                "cpu-used": "8",
+                "lag-in-frames": "0",
+                "error-resilient": "1",
+                "auto-alt-ref": "0",
+            }
+        return context
+
+    def encode(self, frame: av.VideoFrame, keyframe: bool) -> list[av.Packet]:
+        size = (frame.width, frame.height)
+        if self.context is None or size != self._size:
+            self._open(*size)
+            self._last_pts = None
+            keyframe = True
+        # encoders want strictly increasing pts in their time base (90 kHz, the RTP clock)
+        pts = int(frame.pts * frame.time_base / RTP_VIDEO_CLOCK) if frame.pts is not None and frame.time_base else 0
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        frame.pts, frame.time_base = pts, RTP_VIDEO_CLOCK
+        frame.pict_type = PictureType.I if keyframe else PictureType.NONE
+        packets = list(self.context.encode(frame))  # type: ignore[union-attr]
+        for packet in packets:
+            packet.time_base = RTP_VIDEO_CLOCK
+        return packets
+
+    def close(self) -> None:
+        self.context = None
+
+
+class StreamEncoder:
+    """A stream's encoding thread. `deliver(codec, packets)` is called from this thread."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: OutputSettings,
+        deliver: Callable[[str, list[av.Packet]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.name = name
+        self.settings = settings
+        self._deliver = deliver
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.slot: FrameSlot[av.VideoFrame] = FrameSlot(on_put=self._wake.set)
+        self._lock = threading.Lock()
+        self._encoders: dict[str, VideoEncoder] = {}
+        self._keyframe_wanted: set[str] = set()
+        self._last_keyframe: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        self.frames_encoded = 0
+        self.frames_dropped = 0
+        self.keyframes_forced = 0
+        self.encode_ms = LatencyWindow()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"livegen-encode-{self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            self._wake.set()
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def set_codecs(self, codecs: Iterable[str]) -> None:
+        """Encode for exactly these codecs from the next frame on."""
+        wanted = set(codecs)
+        with self._lock:
+            for codec in list(self._encoders):
+                if codec not in wanted:
+                    self._encoders.pop(codec).close()
+            for codec in wanted - set(self._encoders):
+                self._encoders[codec] = VideoEncoder(codec, self.settings)
+                self._keyframe_wanted.add(codec)
+
+    def request_keyframe(self, codec: str) -> None:
+        with self._lock:
+            self._keyframe_wanted.add(codec)
+
+    def submit(self, frame: av.VideoFrame) -> None:
+        if self.slot.put(frame) is not None:
+            self.frames_dropped += 1
+
+    def implementations(self) -> dict[str, str]:
+        with self._lock:
+            return {codec: enc.implementation for codec, enc in self._encoders.items()}
+
+    def _take_keyframe(self, codec: str) -> bool:
+        """Whether this frame should be a keyframe for `codec`, honouring the rate limit."""
+        now = self._clock()
+        with self._lock:
+            if codec not in self._keyframe_wanted:
+                return False
+            if now - self._last_keyframe.get(codec, -1e9) < self.settings.min_keyframe_gap_s:
+                return False
+            self._keyframe_wanted.discard(codec)
+            self._last_keyframe[codec] = now
+            return True
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            frame = self.slot.take()
+            if frame is None:
+                self._wake.wait(0.5)
+                continue
+            with self._lock:
+                encoders = list(self._encoders.values())
+            started = time.perf_counter()
+            for encoder in encoders:
+                keyframe = self._take_keyframe(encoder.codec)
+                try:
+                    packets = encoder.encode(frame, keyframe)
+                except Exception:
+                    log.exception("[%s] %s encoding failed", self.name, encoder.codec)
+                    encoder.close()
+                    continue
+                if keyframe:
+                    self.keyframes_forced += 1
+                if packets:
+                    try:
+                        self._deliver(encoder.codec, packets)
+                    except RuntimeError:  # loop closed: the stream is going away
+                        return
+            if encoders:
+                self.frames_encoded += 1
+                self.encode_ms.add((time.perf_counter() - started) * 1000.0)
