@@ -92,6 +92,8 @@ class OutputSettings(_Section):
     """Keyframes asked for by new viewers and PLIs come at most this often per stream."""
     viewer_queue_packets: int = Field(30, ge=2, le=1000)
     """Encoded frames a viewer may fall behind before it skips to the next keyframe."""
+    audio_sync: bool = True
+    """Hold relayed audio back by the video's processing delay so lips match the voice."""
 
 
 class AuthSettings(_Section):

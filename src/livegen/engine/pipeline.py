@@ -22,7 +22,7 @@ from livegen.engine.stats import StreamStats
 @dataclass(frozen=True, slots=True)
 class InputFrame:
     frame: av.VideoFrame
-    received_at: float  # time.perf_counter() when the decoded frame reached the node
+    received_at: float  # time.perf_counter() when the frame reached the node (its first packet)
 
 
 class StreamPipeline:
@@ -44,9 +44,10 @@ class StreamPipeline:
         """Called by the worker that runs this pipeline, so a new frame wakes it."""
         self.slot = FrameSlot(on_put=wake)
 
-    def submit(self, frame: av.VideoFrame) -> None:
+    def submit(self, frame: av.VideoFrame, arrived_at: float | None = None) -> None:
+        """A decoded frame; `arrived_at` (perf_counter) is when its first packet arrived, if known."""
         self.stats.frame_in()
-        if self.slot.put(InputFrame(frame, time.perf_counter())) is not None:
+        if self.slot.put(InputFrame(frame, arrived_at or time.perf_counter())) is not None:
             self.stats.drop("slot_replaced")
 
     def set_chain(self, chain: EffectChain) -> None:

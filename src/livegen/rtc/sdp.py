@@ -79,3 +79,17 @@ def codec_preferences(kind: str, names: list[str]) -> list:
     capabilities = RTCRtpSender.getCapabilities(kind).codecs
     ordered = [c for name in names for c in capabilities if c.mimeType.lower() == f"{kind}/{name}".lower()]
     return ordered + [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
+
+
+def payload_types(sdp: str, kind: str, codec: str) -> set[int]:
+    """Payload types mapped to `codec` (case-insensitive) in the `kind` sections of an SDP."""
+    found: set[int] = set()
+    in_kind = False
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            in_kind = line[2:].split(" ", 1)[0] == kind
+        elif in_kind and line.startswith("a=rtpmap:"):
+            pt, _, encoding = line[len("a=rtpmap:") :].partition(" ")
+            if encoding.split("/")[0].lower() == codec.lower() and pt.isdigit():
+                found.add(int(pt))
+    return found

@@ -40,9 +40,17 @@ from livegen.errors import (
     StreamNotPublished,
     Unprocessable,
 )
+from livegen.media.audio import AudioRelay
 from livegen.media.output import StreamOutput
-from livegen.rtc.sdp import codec_preferences, negotiated_codec, parse_media_sections, require_video
-from livegen.rtc.tracks import EncodedVideoTrack, ProcessedVideoTrack
+from livegen.rtc import jitter
+from livegen.rtc.sdp import (
+    codec_preferences,
+    negotiated_codec,
+    parse_media_sections,
+    payload_types,
+    require_video,
+)
+from livegen.rtc.tracks import EncodedVideoTrack, ProcessedVideoTrack, RelayedAudioTrack
 from livegen.rtc.trickle import IceFragment, ice_credentials
 
 log = logging.getLogger(__name__)
@@ -174,24 +182,58 @@ class IngestSession(PeerSession):
 
     role = "whip"
 
-    def __init__(self, stream: str, config: RTCConfiguration, pipeline: StreamPipeline, **kw: Any):
+    def __init__(
+        self, stream: str, config: RTCConfiguration, pipeline: StreamPipeline, audio: AudioRelay, **kw: Any
+    ):
         super().__init__(stream, config, **kw)
         self.pipeline = pipeline
+        self.audio = audio
         self.video_tracks = 0
+        self.audio_tracks = 0
+        self._opus_payload_types: set[int] = set()
         self.pc.on("track", self._on_track)
+
+    async def negotiate(self, offer_sdp: str) -> str:
+        self._opus_payload_types = payload_types(offer_sdp, "audio", "opus")
+        return await super().negotiate(offer_sdp)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video" and self.video_tracks == 0:
             self.video_tracks += 1
-            self.spawn(self._pump_video(track), "video-in")
-        else:
-            # Audio is not relayed yet; it is read so aiortc's receive queue stays empty.
-            self.spawn(self._drain(track), f"{track.kind}-drain")
+            receiver = self._receiver(track)
+            buffer = jitter.install(receiver) if receiver is not None else None
+            self.spawn(self._pump_video(track, buffer), "video-in")
+            return
+        if track.kind == "audio" and self.audio_tracks == 0:
+            self.audio_tracks += 1
+            self._relay_opus(track)
+        # aiortc still decodes what it receives; reading it keeps its receive queue empty.
+        self.spawn(self._drain(track), f"{track.kind}-drain")
 
-    async def _pump_video(self, track: MediaStreamTrack) -> None:
+    def _receiver(self, track: MediaStreamTrack):
+        return next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+
+    def _relay_opus(self, track: MediaStreamTrack) -> None:
+        """Hand every Opus RTP payload of this track's receiver to the relay as it arrives."""
+        receiver = self._receiver(track)
+        if receiver is None:
+            return
+        handle = receiver._handle_rtp_packet
+        relay, opus = self.audio, self._opus_payload_types
+
+        async def handle_and_relay(packet, arrival_time_ms: int) -> None:
+            if packet.payload_type in opus and packet.payload:
+                relay.push(packet.payload, packet.timestamp)
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle_and_relay
+
+    async def _pump_video(self, track: MediaStreamTrack, buffer: jitter.FrameOnMarkerJitterBuffer | None) -> None:
         try:
             while True:
-                self.pipeline.submit(await track.recv())
+                frame = await track.recv()
+                arrived = buffer.arrival(frame.pts) if buffer is not None and frame.pts is not None else None
+                self.pipeline.submit(frame, arrived)
         except MediaStreamError:
             log.info("[%s] video track ended", self.tag)
             self.end()
@@ -211,18 +253,29 @@ class ViewerSession(PeerSession):
 
     role = "whep"
 
-    def __init__(self, stream: str, config: RTCConfiguration, output: StreamOutput, **kw: Any):
+    def __init__(
+        self,
+        stream: str,
+        config: RTCConfiguration,
+        output: StreamOutput,
+        audio: AudioRelay | None,
+        **kw: Any,
+    ):
         super().__init__(stream, config, **kw)
         self.output = output
         self.track: EncodedVideoTrack | ProcessedVideoTrack = (
             EncodedVideoTrack(output) if output.mode == "encode_once" else ProcessedVideoTrack(output)
         )
+        self.audio_track = RelayedAudioTrack(audio) if audio is not None else None
         self.codec: str | None = None
 
     def prepare_offer(self) -> None:
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
         transceiver.setCodecPreferences(codec_preferences("video", list(self.output.settings.codecs)))
         self._sender = transceiver.sender
+        if self.audio_track is not None:
+            audio = self.pc.addTransceiver(self.audio_track, direction="sendonly")
+            audio.setCodecPreferences(codec_preferences("audio", ["opus"]))
 
     def answered(self, answer: str) -> None:
         self.codec = negotiated_codec(answer, "video")
@@ -236,6 +289,8 @@ class ViewerSession(PeerSession):
 
     async def close(self) -> None:
         self.track.stop()
+        if self.audio_track is not None:
+            self.audio_track.stop()
         await super().close()
 
 
@@ -245,8 +300,10 @@ class Stream:
     preset: str
     pipeline: StreamPipeline
     output: StreamOutput
+    audio: AudioRelay
     ingest: IngestSession
     viewers: dict[str, ViewerSession] = field(default_factory=dict)
+    video_delay_s: Callable[[], float] = lambda: 0.0
     started_at: float = field(default_factory=time.time)
 
     def info(self) -> dict[str, Any]:
@@ -258,7 +315,28 @@ class Stream:
             "viewer_codecs": sorted({v.codec for v in self.viewers.values() if v.codec}),
             **self.pipeline.stats.snapshot(),
             "output": self.output.stats(),
+            "audio": {
+                "packets_in": self.audio.packets_in,
+                "packets_out": self.audio.packets_out,
+                "sync_delay_ms": round(self.video_delay_s() * 1000, 1),
+            },
         }
+
+
+def video_delay_estimate(pipeline: StreamPipeline, output: StreamOutput, every_s: float = 0.5):
+    """How long video currently spends in the node (processing + encoding), refreshed every
+    `every_s`: what audio is held back by to stay in sync."""
+    cached = [0.0, -1e9]  # value in seconds, when computed
+
+    def delay_s() -> float:
+        now = time.monotonic()
+        if now - cached[1] >= every_s:
+            node = pipeline.stats.node_ms.summary()["p50"] or 0.0
+            encode = output.encoder.encode_ms.summary()["p50"] or 0.0
+            cached[:] = [(node + encode) / 1000.0, now]
+        return cached[0]
+
+    return delay_s
 
 
 class SessionManager:
@@ -297,18 +375,22 @@ class SessionManager:
         require_video(parse_media_sections(offer), sending=True)
         chain = self.presets.chain(preset)
 
-        output = StreamOutput(name, self.settings.output, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        output = StreamOutput(name, self.settings.output, loop)
         pipeline = StreamPipeline(name, chain, emit=output.publish)
-        session = IngestSession(name, self._rtc_config(), pipeline, **self._session_kw())
+        video_delay_s = video_delay_estimate(pipeline, output)
+        audio = AudioRelay(loop, video_delay_s if self.settings.output.audio_sync else (lambda: 0.0))
+        session = IngestSession(name, self._rtc_config(), pipeline, audio, **self._session_kw())
         self._negotiating.add(name)
         try:
             answer = await session.negotiate(offer)
         except BaseException:
+            audio.close()
             await session.close()
             raise
         finally:
             self._negotiating.discard(name)
-        self.streams[name] = Stream(name, chain.preset, pipeline, output, session)
+        self.streams[name] = Stream(name, chain.preset, pipeline, output, audio, session, video_delay_s=video_delay_s)
         self.worker.attach(pipeline)
         log.info("[%s] publishing with preset %s", session.tag, chain.preset)
         return session, answer
@@ -326,6 +408,7 @@ class SessionManager:
         self.worker.detach(stream.pipeline)
         viewers = list(stream.viewers.values())
         stream.viewers.clear()
+        stream.audio.close()
         await asyncio.gather(stream.output.close(), stream.ingest.close(), *(v.close() for v in viewers))
         log.info("[%s] stream ended (%d viewers closed)", stream.ingest.tag, len(viewers))
 
@@ -338,8 +421,11 @@ class SessionManager:
         limit = self.settings.rtc.max_viewers_per_stream
         if len(stream.viewers) >= limit:
             raise AtCapacity(f"stream {name!r} has its maximum of {limit} viewers")
-        require_video(parse_media_sections(offer), sending=False)
-        session = ViewerSession(name, self._rtc_config(), stream.output, **self._session_kw())
+        sections = parse_media_sections(offer)
+        require_video(sections, sending=False)
+        wants_audio = any(s.kind == "audio" and s.direction in ("recvonly", "sendrecv") and s.port for s in sections)
+        audio = stream.audio if wants_audio else None
+        session = ViewerSession(name, self._rtc_config(), stream.output, audio, **self._session_kw())
         try:
             answer = await session.negotiate(offer)
         except BaseException:

@@ -2,7 +2,8 @@
 
 `EncodedVideoTrack` hands out packets the stream encoded once (aiortc's sender packetizes them
 without encoding); its codec is bound after negotiation. `ProcessedVideoTrack` hands out frames
-for aiortc to encode per viewer (per_viewer mode).
+for aiortc to encode per viewer (per_viewer mode). `RelayedAudioTrack` hands out the publisher's
+Opus packets as they were sent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from livegen.media.audio import AudioRelay
 from livegen.media.output import OutputSubscription, PacketSubscription, StreamOutput
 
 
@@ -67,4 +69,24 @@ class ProcessedVideoTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         self._output.unsubscribe(self._subscription)
+        super().stop()
+
+
+class RelayedAudioTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, relay: AudioRelay):
+        super().__init__()
+        self._relay = relay
+        self._subscription = relay.subscribe()
+
+    async def recv(self) -> av.Packet:
+        packet = await self._subscription.next()
+        if packet is None:
+            self.stop()
+            raise MediaStreamError
+        return packet
+
+    def stop(self) -> None:
+        self._relay.unsubscribe(self._subscription)
         super().stop()

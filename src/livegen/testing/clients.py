@@ -71,16 +71,26 @@ class WhipPublisher(_Client):
 class WhepViewer(_Client):
     def __init__(self, base_url: str, stream: str, http: aiohttp.ClientSession, token: str | None = None):
         super().__init__(f"{base_url}/whep/{stream}", http, token)
-        self._track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._tracks: dict[str, asyncio.Future[MediaStreamTrack]] = {
+            "video": loop.create_future(),
+            "audio": loop.create_future(),
+        }
         self.pc.on("track", self._on_track)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "video" and not self._track.done():
-            self._track.set_result(track)
+        future = self._tracks.get(track.kind)
+        if future is not None and not future.done():
+            future.set_result(track)
 
-    async def watch(self) -> None:
+    async def watch(self, audio: bool = False) -> None:
         self.pc.addTransceiver("video", direction="recvonly")
+        if audio:
+            self.pc.addTransceiver("audio", direction="recvonly")
         await self._exchange()
 
     async def video(self, timeout: float = 10.0) -> MediaStreamTrack:
-        return await asyncio.wait_for(asyncio.shield(self._track), timeout)
+        return await asyncio.wait_for(asyncio.shield(self._tracks["video"]), timeout)
+
+    async def audio(self, timeout: float = 10.0) -> MediaStreamTrack:
+        return await asyncio.wait_for(asyncio.shield(self._tracks["audio"]), timeout)

@@ -1,5 +1,10 @@
-"""`SyntheticVideoTrack`: a paced camera stand-in with colour bars, a moving square and,
-optionally, the delay stamp. Frames are drawn in an executor, not on the asyncio loop."""
+"""Paced stand-ins for a camera and a microphone.
+
+`SyntheticVideoTrack`: colour bars, a moving square and, optionally, the delay stamp and white
+flashes. `SyntheticAudioTrack`: silence with optional 1 kHz beeps. Tracks given the same
+`epoch` (a loop time) and event period flash and beep at the same instants, for A/V sync tests.
+Frames are drawn in an executor, not on the asyncio loop.
+"""
 
 from __future__ import annotations
 
@@ -34,16 +39,28 @@ def now_ms() -> int:
 class SyntheticVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, stamp: bool = False):
+    def __init__(
+        self,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30.0,
+        stamp: bool = False,
+        flash_every_s: float | None = None,
+        epoch: float | None = None,
+    ):
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
         self.stamp = stamp
+        self.flash_every = round(flash_every_s * fps) if flash_every_s else None
         self._background = colour_bars(width, height)
         self._index = 0
-        self._start: float | None = None
+        self._start: float | None = epoch
         self.frames_sent = 0
 
     def draw(self, index: int) -> av.VideoFrame:
+        if self.flash_every and index % self.flash_every == 0:
+            rgb = np.full((self.height, self.width, 3), 255, np.uint8)
+            return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
         rgb = self._background.copy()
         side = max(16, self.height // 6)
         x = (index * 8) % max(1, self.width - side)
@@ -59,13 +76,46 @@ class SyntheticVideoTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = loop.time()
-        else:
-            due = self._start + self._index / self.fps
-            await asyncio.sleep(max(0.0, due - loop.time()))
+        await asyncio.sleep(max(0.0, self._start + self._index / self.fps - loop.time()))
         index = self._index
         self._index += 1
         frame = await loop.run_in_executor(None, self.draw, index)
         frame.pts = int(index * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.frames_sent += 1
+        return frame
+
+
+class SyntheticAudioTrack(MediaStreamTrack):
+    kind = "audio"
+    SAMPLE_RATE = 48_000
+    PTIME = 0.02
+
+    def __init__(self, beep_every_s: float | None = None, beep_s: float = 0.1, epoch: float | None = None):
+        super().__init__()
+        self.samples = int(self.SAMPLE_RATE * self.PTIME)
+        self.beep_every = round(beep_every_s / self.PTIME) if beep_every_s else None
+        self.beep_frames = max(1, round(beep_s / self.PTIME))
+        self._start: float | None = epoch
+        self._index = 0
+        t = np.arange(self.samples) / self.SAMPLE_RATE
+        self._tone = (np.sin(2 * np.pi * 1000 * t) * 12000).astype(np.int16)
+        self._silence = np.zeros(self.samples, np.int16)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._index * self.PTIME - loop.time()))
+        index = self._index
+        self._index += 1
+        beep = self.beep_every is not None and index % self.beep_every < self.beep_frames
+        frame = av.AudioFrame.from_ndarray(
+            (self._tone if beep else self._silence).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self.SAMPLE_RATE
+        frame.pts = index * self.samples
+        frame.time_base = fractions.Fraction(1, self.SAMPLE_RATE)
         return frame
