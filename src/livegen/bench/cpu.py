@@ -60,8 +60,10 @@ class CpuWindow:
         result: dict[str, float | None] = {}
         for name, pid in self.pids.items():
             before, after = self._start[name], process_cpu_seconds(pid)
-            ok = before is not None and after is not None
-            result[f"{name}_pct"] = round(100.0 * (after - before) / wall, 1) if ok else None  # type: ignore[operator]
+            if before is None or after is None:
+                result[f"{name}_pct"] = None
+            else:
+                result[f"{name}_pct"] = round(100.0 * (after - before) / wall, 1)
         machine = machine_cpu_ticks()
         if self._machine is not None and machine is not None and machine[1] > self._machine[1]:
             busy = machine[0] - self._machine[0]

@@ -1,7 +1,7 @@
 """`NodeProcess`: a real node (`python -m livegen serve`) in a subprocess, owned by the bench.
 
-The node gets its own settings file (loopback-only ICE, a free port) and logs to a file in the
-bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
+The node gets its own settings file (loopback-only ICE, a free port, no `LIVEGEN_*` variables
+from the caller) and logs to a file in the bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
 (aiohttp shuts down gracefully), SIGKILL when that takes too long.
 """
 
@@ -72,7 +72,10 @@ class NodeProcess:
             ),
             encoding="utf-8",
         )
-        env = dict(os.environ, LIVEGEN_RTC__HOST_ADDRESSES=f'["{LOOPBACK}"]')
+        # The node runs on exactly the settings above: LIVEGEN_* variables of the caller's shell
+        # would override the file and make runs differ silently.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEGEN_")}
+        env["LIVEGEN_RTC__HOST_ADDRESSES"] = f'["{LOOPBACK}"]'
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         command = [sys.executable, "-m", "livegen", "serve", "--port", str(self.port), "--config", str(config)]
         self.process = subprocess.Popen(

@@ -95,7 +95,7 @@ class LatencyProbe:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=2.0)
-        self._reader.shutdown(wait=False, cancel_futures=True)
+        self._reader.shutdown(wait=True, cancel_futures=True)  # at most one read left: ~1 ms
 
     def window(self, start_ms: int, end_ms: int) -> list[FrameNote]:
         return [n for n in self.notes if start_ms <= n.received_ms < end_ms]

@@ -1,0 +1,53 @@
+"""The e2e scenario's options: one dataclass for the defaults, the argparse flags and the record.
+
+Kept free of media imports so building the command line stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SCENARIO = "e2e"
+
+
+@dataclass(frozen=True)
+class E2eOptions:
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    seconds: float = 20.0
+    warmup: float = 2.0
+    preset: str = "passthrough"
+    device: str = "auto"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> E2eOptions:
+        opts = cls(args.width, args.height, args.fps, args.seconds, args.warmup, args.preset, args.device)
+        if opts.width < 64 or opts.height < 64 or opts.width % 2 or opts.height % 2:
+            raise ValueError(f"--width/--height must be even and at least 64, not {opts.width}x{opts.height}")
+        if not 1 <= opts.fps <= 120 or opts.seconds <= 0 or opts.warmup < 0:
+            raise ValueError("--fps must be 1..120, --seconds > 0 and --warmup >= 0")
+        return opts
+
+    def command(self) -> str:
+        words = ["livegen", "bench", SCENARIO]
+        for key, value in asdict(self).items():
+            words += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
+        return shlex.join(words)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = E2eOptions()
+    add = parser.add_argument
+    add("--width", type=int, default=d.width, help=f"video width (default {d.width})")
+    add("--height", type=int, default=d.height, help=f"video height (default {d.height})")
+    add("--fps", type=float, default=d.fps, help=f"frames per second sent (default {d.fps:g})")
+    add("--seconds", type=float, default=d.seconds, help=f"measured seconds per path (default {d.seconds:g})")
+    add("--warmup", type=float, default=d.warmup, help=f"seconds discarded first (default {d.warmup:g})")
+    add("--preset", default=d.preset, help=f"preset the node applies (default {d.preset})")
+    add("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="the node's engine.device")
+    add("--output", type=Path, default=Path("bench/results"), help="results folder (default bench/results)")
+    add("--compare", type=Path, metavar="OLD.json", help="print how this run differs from an earlier result")

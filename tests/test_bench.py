@@ -1,0 +1,79 @@
+"""`livegen bench e2e` at toy size: both paths measured, results written, the node subprocess
+always stopped. Timings are recorded by the bench, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from livegen.bench import run_scenario
+from livegen.bench.node import NodeProcess
+from livegen.bench.report import refresh_readme
+from livegen.cli import build_parser
+from livegen.rtc.ice import use_host_addresses
+
+
+@pytest.fixture
+def node_pids(monkeypatch) -> list[int]:
+    """The pid of every node the bench starts."""
+    pids: list[int] = []
+    start = NodeProcess.start
+
+    def recording_start(self: NodeProcess) -> None:
+        start(self)
+        pids.append(self.pid)
+
+    monkeypatch.setattr(NodeProcess, "start", recording_start)
+    yield pids
+    use_host_addresses([])  # the bench sets aioice's policy for its whole process
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def bench(*argv: str) -> int:
+    return run_scenario(build_parser().parse_args(["bench", "e2e", *argv]))
+
+
+def test_e2e_measures_both_paths_and_stops_the_node(tmp_path, node_pids, capsys):
+    (tmp_path / "README.md").write_text("# Results\n\nNotes kept by hand.\n")
+
+    code = bench("--width", "640", "--height", "480", "--fps", "10", "--seconds", "3", "--warmup", "1",
+                 "--output", str(tmp_path))
+
+    assert code == 0
+    result = json.loads((tmp_path / "e2e-passthrough-640x480.json").read_text())
+    for path in ("baseline", "node"):
+        numbers = result[path]
+        assert numbers["frames_sent"] > 0 and numbers["frames_received"] > 0, path
+        assert all(math.isfinite(numbers["latency_ms"][k]) for k in ("p50", "p95", "p99", "mean")), path
+    assert result["node"]["node_stats"]["window"]["frames_out"] > 0  # the node processed them
+    assert math.isfinite(result["added_latency_ms"]["p50"])
+    assert str(tmp_path) not in json.dumps(result)  # committed files carry no machine paths
+
+    readme = (tmp_path / "README.md").read_text()
+    assert "Notes kept by hand." in readme and "](e2e-passthrough-640x480.json)" in readme
+    refresh_readme(tmp_path, "e2e", "## e2e\nagain\n")
+    again = (tmp_path / "README.md").read_text()
+    assert again.count("livegen-bench:e2e:begin") == 1 and "again" in again and "Notes kept by hand." in again
+
+    assert "latency p50 ms" in capsys.readouterr().out
+    assert len(node_pids) == 1 and gone(node_pids[0]), "the node subprocess outlived the bench"
+
+
+def test_e2e_stops_the_node_when_the_run_fails(tmp_path, node_pids, capsys):
+    code = bench("--width", "320", "--height", "240", "--fps", "10", "--seconds", "1", "--warmup", "0",
+                 "--preset", "no-such-preset", "--output", str(tmp_path))
+
+    assert code == 1
+    assert "422" in capsys.readouterr().err  # the node's answer names the unknown preset
+    assert not list(tmp_path.glob("*.json"))
+    assert len(node_pids) == 1 and gone(node_pids[0]), "the node subprocess outlived the failed bench"
