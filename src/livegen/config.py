@@ -62,8 +62,33 @@ class RtcSettings(_Section):
     host_addresses: list[str] = Field(default_factory=list)
     """Local addresses to gather ICE host candidates on (e.g. ["127.0.0.1"]); empty: every
     interface but loopback."""
+    udp_ports: tuple[int, int] | None = None
+    """Inclusive range of UDP ports for WebRTC media, e.g. [40000, 40100]; default: any port."""
+    advertised_addresses: list[str] = Field(default_factory=list)
+    """Addresses to offer clients besides the local ones, e.g. the public IP of a 1:1 NAT."""
+    max_width: int = Field(1920, ge=16, le=8192)
+    max_height: int = Field(1080, ge=16, le=8192)
+    """Publishers sending larger pictures are refused (their session is ended)."""
+    max_fps: float = Field(60.0, gt=0, le=240)
+    """Frames arriving faster than this are dropped at ingest; an offer declaring more is 422."""
     connect_timeout_s: float = Field(20.0, gt=0, le=600)
     """A peer that has not connected this long after its offer was answered is dropped."""
+
+    @field_validator("udp_ports")
+    @classmethod
+    def _port_range(cls, ports: tuple[int, int] | None) -> tuple[int, int] | None:
+        if ports is not None and not (1024 <= ports[0] <= ports[1] <= 65535):
+            raise ValueError("must be [low, high] with 1024 <= low <= high <= 65535")
+        return ports
+
+    @field_validator("advertised_addresses")
+    @classmethod
+    def _ip_addresses(cls, addresses: list[str]) -> list[str]:
+        import ipaddress
+
+        for address in addresses:
+            ipaddress.ip_address(address)  # ValueError names the bad one
+        return addresses
 
     @field_validator("ice_servers", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from livegen.api.problems import problem_middleware
 from livegen.config import Settings
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
-from livegen.rtc.ice import use_host_addresses
+from livegen.rtc.ice import use_host_addresses, use_port_range
 from livegen.rtc.sessions import SessionManager
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def create_app(settings: Settings) -> web.Application:
     presets = PresetLibrary.from_folder(settings.presets_dir(), settings.engine.default_preset)
     worker = DeviceWorker(select_device(settings.engine.device), settings.engine.budget_ms)
     use_host_addresses(settings.rtc.host_addresses)
+    use_port_range(settings.rtc.udp_ports)
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,

@@ -32,8 +32,12 @@ class StreamPipeline:
         chain: EffectChain,
         emit: Callable[[av.VideoFrame], None],
         stats: StreamStats | None = None,
+        max_fps: float | None = None,
     ):
         self.name = name
+        self._max_fps = max_fps
+        self._tokens = 2.0  # a small burst is fine (network jitter); a sustained excess is not
+        self._refilled = time.perf_counter()
         self.chain = chain
         self.emit = emit
         self.stats = stats or StreamStats()
@@ -47,8 +51,21 @@ class StreamPipeline:
     def submit(self, frame: av.VideoFrame, arrived_at: float | None = None) -> None:
         """A decoded frame; `arrived_at` (perf_counter) is when its first packet arrived, if known."""
         self.stats.frame_in()
+        if self._max_fps is not None and not self._admit():
+            self.stats.drop("fps_limit")
+            return
         if self.slot.put(InputFrame(frame, arrived_at or time.perf_counter())) is not None:
             self.stats.drop("slot_replaced")
+
+    def _admit(self) -> bool:
+        """Token bucket at max_fps with room for a burst of two frames."""
+        now = time.perf_counter()
+        self._tokens = min(2.0, self._tokens + (now - self._refilled) * self._max_fps)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
     def set_chain(self, chain: EffectChain) -> None:
         self.chain = chain

@@ -14,6 +14,7 @@ class MediaSection:
     kind: str
     direction: str
     port: int
+    framerate: float | None = None
 
 
 def parse_media_sections(sdp: str) -> list[MediaSection]:
@@ -34,8 +35,13 @@ def parse_media_sections(sdp: str) -> list[MediaSection]:
             parts = line[2:].split()
             if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
                 raise InvalidSdp(f"malformed media line {line!r}")
-            current = {"kind": parts[0], "port": int(parts[1].split("/")[0]), "direction": None}
+            current = {"kind": parts[0], "port": int(parts[1].split("/")[0]), "direction": None, "framerate": None}
             sections.append(current)  # type: ignore[arg-type]
+        elif line.startswith("a=framerate:") and current is not None:
+            try:
+                current["framerate"] = float(line.split(":", 1)[1])
+            except ValueError:
+                raise InvalidSdp(f"malformed framerate line {line!r}") from None
         elif line[2:] in _DIRECTIONS and line.startswith("a="):
             if current is None:
                 session_direction = line[2:]
@@ -44,7 +50,7 @@ def parse_media_sections(sdp: str) -> list[MediaSection]:
     if not sections:
         raise InvalidSdp("the offer has no media sections (m= lines)")
     return [
-        MediaSection(s["kind"], s["direction"] or session_direction, s["port"])  # type: ignore[index]
+        MediaSection(s["kind"], s["direction"] or session_direction, s["port"], s["framerate"])  # type: ignore[index]
         for s in sections
     ]
 

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from livegen.errors import (
 from livegen.media.audio import AudioRelay
 from livegen.media.output import StreamOutput
 from livegen.rtc import jitter
+from livegen.rtc.ice import advertise_addresses
 from livegen.rtc.sdp import (
     codec_preferences,
     negotiated_codec,
@@ -76,6 +77,7 @@ class PeerSession:
         config: RTCConfiguration,
         on_end: Callable[[PeerSession], None],
         connect_timeout_s: float,
+        advertised_addresses: Sequence[str] = (),
     ):
         self.id = secrets.token_urlsafe(12)
         self.etag = f'"{secrets.token_urlsafe(9)}"'
@@ -87,6 +89,7 @@ class PeerSession:
         self.states: list[str] = [self.pc.connectionState]
         self._on_end = on_end
         self._connect_timeout_s = connect_timeout_s
+        self._advertised = advertised_addresses
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -116,7 +119,7 @@ class PeerSession:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as exc:
             raise Unprocessable(f"cannot answer the offer: {exc or type(exc).__name__}") from None
-        answer = self.pc.localDescription.sdp
+        answer = advertise_addresses(self.pc.localDescription.sdp, self._advertised)
         self.answered(answer)
         self.spawn(self._connect_deadline(), "connect-deadline")
         return answer
@@ -183,10 +186,18 @@ class IngestSession(PeerSession):
     role = "whip"
 
     def __init__(
-        self, stream: str, config: RTCConfiguration, pipeline: StreamPipeline, audio: AudioRelay, **kw: Any
+        self,
+        stream: str,
+        config: RTCConfiguration,
+        pipeline: StreamPipeline,
+        audio: AudioRelay,
+        max_size: tuple[int, int] = (1920, 1080),
+        **kw: Any,
     ):
         super().__init__(stream, config, **kw)
         self.pipeline = pipeline
+        self.max_size = max_size
+        self.refused: str | None = None
         self.audio = audio
         self.video_tracks = 0
         self.audio_tracks = 0
@@ -232,6 +243,11 @@ class IngestSession(PeerSession):
         try:
             while True:
                 frame = await track.recv()
+                if frame.width > self.max_size[0] or frame.height > self.max_size[1]:
+                    self.refused = f"{frame.width}x{frame.height} is over the limit of {self.max_size[0]}x{self.max_size[1]}"
+                    log.warning("[%s] publish refused: %s", self.tag, self.refused)
+                    self.end()
+                    return
                 arrived = buffer.arrival(frame.pts) if buffer is not None and frame.pts is not None else None
                 self.pipeline.submit(frame, arrived)
         except MediaStreamError:
@@ -363,7 +379,12 @@ class SessionManager:
         return RTCConfiguration(iceServers=servers)
 
     def _session_kw(self) -> dict[str, Any]:
-        return {"on_end": self._session_ended, "connect_timeout_s": self.settings.rtc.connect_timeout_s}
+        rtc = self.settings.rtc
+        return {
+            "on_end": self._session_ended,
+            "connect_timeout_s": rtc.connect_timeout_s,
+            "advertised_addresses": rtc.advertised_addresses,
+        }
 
     # ---- publishing (WHIP) ----------------------------------------------------------------
     async def publish(self, name: str, offer: str, preset: str | None = None) -> tuple[IngestSession, str]:
@@ -372,15 +393,22 @@ class SessionManager:
             raise StreamBusy(f"stream {name!r} already has a publisher")
         if self.at_capacity:
             raise AtCapacity(f"the node runs its maximum of {self.settings.rtc.max_streams} streams")
-        require_video(parse_media_sections(offer), sending=True)
+        sections = parse_media_sections(offer)
+        require_video(sections, sending=True)
+        rtc = self.settings.rtc
+        for section in sections:
+            if section.kind == "video" and section.framerate and section.framerate > rtc.max_fps:
+                raise Unprocessable(f"the offer declares {section.framerate:g} fps; this node accepts at most {rtc.max_fps:g}")
         chain = self.presets.chain(preset)
 
         loop = asyncio.get_running_loop()
         output = StreamOutput(name, self.settings.output, loop)
-        pipeline = StreamPipeline(name, chain, emit=output.publish)
+        pipeline = StreamPipeline(name, chain, emit=output.publish, max_fps=rtc.max_fps)
         video_delay_s = video_delay_estimate(pipeline, output)
         audio = AudioRelay(loop, video_delay_s if self.settings.output.audio_sync else (lambda: 0.0))
-        session = IngestSession(name, self._rtc_config(), pipeline, audio, **self._session_kw())
+        session = IngestSession(
+            name, self._rtc_config(), pipeline, audio, max_size=(rtc.max_width, rtc.max_height), **self._session_kw()
+        )
         self._negotiating.add(name)
         try:
             answer = await session.negotiate(offer)
