@@ -130,3 +130,16 @@ def test_encoder_bitrates_and_keyframes():
             assert p.pts == i * 3000  # RTP clock kept for aiortc's packetizer
     assert keyframes == [True, False, False, False, True, False]
     assert encoder.context.bit_rate == target_bitrate(settings, 160, 120)
+
+
+@pytest.mark.parametrize("preset", ["ultrafast", "veryfast"])
+def test_h264_is_constrained_baseline_as_the_sdp_promises(preset):
+    import fractions
+    import re
+
+    encoder = VideoEncoder("H264", OutputSettings(x264_preset=preset))
+    frame = av.VideoFrame.from_ndarray(np.zeros((240, 320, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
+    frame.pts, frame.time_base = 0, fractions.Fraction(1, 90000)
+    data = b"".join(bytes(p) for p in encoder.encode(frame, keyframe=True))
+    sps = re.search(b"\x00\x00\x01[\x27\x67](.)(.)", data, re.DOTALL)
+    assert sps.group(1)[0] == 66 and sps.group(2)[0] & 0x40  # profile 42, constraint_set1: 42e0..
