@@ -125,3 +125,9 @@ def test_doctor_reports_the_device():
         [sys.executable, "-m", "livegen", "doctor"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "torch" in out and "device" in out and "libx264" in out
+
+
+def test_default_yaml_documents_exactly_the_defaults():
+    from livegen.config import Settings, default_config_path
+
+    assert load_settings(default_config_path(), env={}) == Settings()

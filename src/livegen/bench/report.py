@@ -148,9 +148,9 @@ def e2e_section(results: list[tuple[str, dict[str, Any]]]) -> str:
         "started as a subprocess and watched over WHEP; latency is the viewer's arrival time minus the",
         "stamp (one process, one monotonic clock). *baseline* is the same track over a plain aiortc",
         "loopback in the same run; *added* is node − baseline. Percentiles cover the measured window",
-        "after the warm-up; CPU is percent of one core. aiortc's receiver completes a frame only when",
-        "the next one starts, so each aiortc receive hop adds about one frame interval: the node path",
-        "has two (node ingest, viewer), the baseline one.",
+        "after the warm-up; CPU is percent of one core. The viewer (plain aiortc in both paths)",
+        "completes a frame only when the next one starts, about one frame interval; the node's own",
+        "ingest completes frames on the RTP marker bit and does not pay that.",
         "",
         "| preset | video | s | baseline p50 / p95 ms | node p50 / p95 ms | added p50 / p95 ms"
         " | node ÷ baseline p50 | fps baseline / node | lost baseline / node | node CPU %"
