@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from livegen.effects.base import Effect, EffectParams
+from livegen.effects.base import Effect, EffectParams, Frame
 from livegen.effects.chain import EffectChain
 from livegen.testing.clients import WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticAudioTrack, SyntheticVideoTrack
@@ -82,9 +81,8 @@ class SlowEffect(Effect):
 
     name = "slow"
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
+    def apply(self, frame: Frame) -> None:
         time.sleep(0.06)
-        return image
 
 
 async def measure_av_skew_ms(node) -> list[float]:

@@ -12,7 +12,7 @@ import torch
 
 from livegen.config import EffectSpec, PresetSpec
 from livegen.effects import build_chain
-from livegen.effects.base import Effect
+from livegen.effects.base import Effect, Frame
 from livegen.effects.chain import EffectChain
 from livegen.engine.pipeline import StreamPipeline
 from livegen.engine.slot import FrameSlot
@@ -63,7 +63,7 @@ def frame(width=64, height=48, value=200) -> av.VideoFrame:
 class Exploding(Effect):
     name = "exploding"
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
+    def apply(self, frame: Frame) -> None:
         raise RuntimeError("boom")
 
 
@@ -128,3 +128,44 @@ def test_sdp_checks():
     for bad in ("", "x=0", "v=0\r\nm=video\r\n", "v=0\r\ns=-\r\n"):
         with pytest.raises(InvalidSdp):
             parse_media_sections(bad)
+
+
+class Recording(Effect):
+    name = "recording"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.closed_on: str | None = None
+
+    def apply(self, frame: Frame) -> None:
+        frame.notes.add("recorded")
+
+    def close(self) -> None:
+        self.closed_on = threading.current_thread().name
+
+
+def test_replaced_chains_are_closed_on_the_worker_and_stages_are_timed():
+    worker = DeviceWorker(torch.device("cpu"))
+    first = Recording(Recording.Params())
+    pipeline = StreamPipeline("s", EffectChain("one", (first,)), lambda f: None)
+    worker.attach(pipeline)
+    worker.start()
+    try:
+        pipeline.submit(frame())
+        deadline = time.monotonic() + 5
+        while pipeline.stats.frames_out < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = Recording(Recording.Params())
+        pipeline.set_chain(EffectChain("two", (second,)))
+        pipeline.submit(frame())
+        while first.closed_on is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.closed_on == worker.name and second.closed_on is None
+        snap = pipeline.stats.snapshot()
+        assert snap["stages_ms"]["recording"]["p50"] is not None and snap["degraded"]["recorded"] >= 1
+        worker.detach(pipeline)
+        while second.closed_on is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert second.closed_on == worker.name  # a detached stream's effects are released too
+    finally:
+        worker.stop()

@@ -147,6 +147,8 @@ class AuthSettings(_Section):
 class EngineSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` takes CUDA when torch sees a GPU, else the CPU."""
+    cpu_threads: int = Field(2, ge=1, le=64)
+    """Threads for CPU-only helpers (person segmentation) that run beside device work."""
     budget_ms: float = Field(100.0, gt=0, le=10_000)
     """Per-frame processing budget; frames over it are counted as over budget."""
     default_preset: str = "edges"

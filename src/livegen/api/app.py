@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
     presets = PresetLibrary.from_folder(settings.presets_dir(), settings.engine.default_preset)
-    worker = DeviceWorker(select_device(settings.engine.device), settings.engine.budget_ms)
+    engine = settings.engine
+    worker = DeviceWorker(select_device(engine.device), engine.budget_ms, engine.cpu_threads)
     use_host_addresses(settings.rtc.host_addresses)
     use_port_range(settings.rtc.udp_ports)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
 from livegen.config import PresetSpec
-from livegen.effects.base import Effect
+from livegen.effects.base import Effect, Frame
 from livegen.effects.registry import EFFECTS
 from livegen.errors import Unprocessable
 
@@ -21,10 +22,27 @@ class EffectChain:
     def touches_pixels(self) -> bool:
         return any(effect.touches_pixels for effect in self.effects)
 
+    def run(self, frame: Frame) -> None:
+        """prepare() every effect, then apply() each in order; time each effect."""
+        started: dict[int, float] = {}
+        for index, effect in enumerate(self.effects):
+            t0 = time.perf_counter()
+            effect.prepare(frame)
+            started[index] = time.perf_counter() - t0
+        for index, effect in enumerate(self.effects):
+            t0 = time.perf_counter()
+            effect.apply(frame)
+            frame.timings_ms[effect.name] = (started[index] + time.perf_counter() - t0) * 1000.0
+
     def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """The chain on a lone image (tests, tools): a fresh frame, the resulting image."""
+        frame = Frame(image=image, index=0)
+        self.run(frame)
+        return frame.image
+
+    def close(self) -> None:
         for effect in self.effects:
-            image = effect.apply(image)
-        return image
+            effect.close()
 
 
 def build_chain(preset: PresetSpec) -> EffectChain:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from livegen.effects.base import Effect, EffectParams
+from livegen.effects.base import Effect, EffectParams, Frame
 from livegen.effects.grayscale import luma
 
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
@@ -36,9 +36,10 @@ class EdgesEffect(Effect):
             self._kernels = torch.stack([gx, gx.T]).unsqueeze(1)  # (2, 1, 3, 3)
         return self._kernels
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
+    def apply(self, frame: Frame) -> None:
+        image = frame.image
         y = F.pad(luma(image).unsqueeze(0), (1, 1, 1, 1), mode="replicate")
         grad = F.conv2d(y, self._sobel(image))[0]  # (2, H, W)
         # sqrt of the sum of squares: the same as linalg.vector_norm, which is ~50x slower on CPU
         magnitude = grad.square().sum(0, keepdim=True).sqrt_().mul_(self.params.strength)
-        return (image * self.params.blend + magnitude).clamp_(0.0, 1.0)
+        frame.image = (image * self.params.blend + magnitude).clamp_(0.0, 1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from livegen.effects.base import Effect, EffectParams
+from livegen.effects.base import Effect, EffectParams, Frame
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -25,6 +25,6 @@ class GrayscaleEffect(Effect):
     Params = GrayscaleParams
     params: GrayscaleParams
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        gray = luma(image).expand_as(image)
-        return torch.lerp(image, gray, self.params.amount)
+    def apply(self, frame: Frame) -> None:
+        gray = luma(frame.image).expand_as(frame.image)
+        frame.image = torch.lerp(frame.image, gray, self.params.amount)

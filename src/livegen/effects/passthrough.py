@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
-from livegen.effects.base import Effect
+from livegen.effects.base import Effect, Frame
 
 
 class PassthroughEffect(Effect):
     name = "passthrough"
     touches_pixels = False
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        return image
+    def apply(self, frame: Frame) -> None:
+        pass

@@ -8,6 +8,7 @@ swapped by replacing one reference, so a change lands between two frames, never 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class StreamPipeline:
     def __init__(
         self,
         name: str,
-        chain: EffectChain,
+        chain: EffectChain | None,
         emit: Callable[[av.VideoFrame], None],
         stats: StreamStats | None = None,
         max_fps: float | None = None,
@@ -42,6 +43,9 @@ class StreamPipeline:
         self.emit = emit
         self.stats = stats or StreamStats()
         self.slot: FrameSlot[InputFrame] = FrameSlot()
+        self._retired: list[EffectChain] = []
+        self._retired_lock = threading.Lock()
+        self._index = 0
         self.failed_chain: EffectChain | None = None  # last chain whose error was logged
 
     def bind(self, wake: Callable[[], None]) -> None:
@@ -67,5 +71,18 @@ class StreamPipeline:
             return True
         return False
 
-    def set_chain(self, chain: EffectChain) -> None:
-        self.chain = chain
+    def set_chain(self, chain: EffectChain | None) -> None:
+        """Swap the chain (None: stop processing). The old one is closed by the worker later."""
+        with self._retired_lock:
+            old, self.chain = self.chain, chain
+            if old is not None and old is not chain:
+                self._retired.append(old)
+
+    def take_retired(self) -> list[EffectChain]:
+        with self._retired_lock:
+            retired, self._retired = self._retired, []
+        return retired
+
+    def next_index(self) -> int:
+        self._index += 1
+        return self._index - 1

@@ -42,6 +42,8 @@ class StreamStats:
         self._in_rate = _RateMeter()
         self._out_rate = _RateMeter()
         self.processing_ms = LatencyWindow()
+        self.stage_ms: dict[str, LatencyWindow] = {}
+        self.notes: Counter[str] = Counter()
         self.node_ms = LatencyWindow()
 
     def frame_in(self) -> None:
@@ -62,6 +64,13 @@ class StreamStats:
             self.node_ms.add(node_ms)
             self.over_budget += int(over_budget)
 
+    def stages(self, timings_ms: dict[str, float], notes: set[str]) -> None:
+        """One frame's time per effect, and what it degraded or fell back on."""
+        with self._lock:
+            for name, ms in timings_ms.items():
+                self.stage_ms.setdefault(name, LatencyWindow()).add(ms)
+            self.notes.update(notes)
+
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         with self._lock:
@@ -74,5 +83,7 @@ class StreamStats:
                 "over_budget": self.over_budget,
                 "latency_ms": self.processing_ms.summary(),
                 "node_latency_ms": self.node_ms.summary(),
+                "stages_ms": {name: window.summary() for name, window in self.stage_ms.items()},
+                "degraded": dict(self.notes),
             }
 

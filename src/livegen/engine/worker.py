@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from livegen.effects import Frame
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
-from livegen.media.convert import frame_to_tensor, tensor_to_frame
+from livegen.media.convert import frame_to_rgb, rgb_to_tensor, tensor_to_frame
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,15 @@ def select_device(setting: str) -> torch.device:
 
 
 class DeviceWorker:
-    def __init__(self, device: torch.device, budget_ms: float = 100.0):
+    def __init__(self, device: torch.device, budget_ms: float = 100.0, cpu_threads: int = 2):
         self.device = device
+        self.cpu_threads = cpu_threads
+        self.pool: ThreadPoolExecutor | None = None
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.budget_ms = budget_ms
         self._lock = threading.Lock()
         self._pipelines: tuple[StreamPipeline, ...] = ()
+        self._detached: list[StreamPipeline] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,6 +54,7 @@ class DeviceWorker:
         if self._thread is not None:
             return
         self._stopping.clear()
+        self.pool = ThreadPoolExecutor(self.cpu_threads, thread_name_prefix="livegen-cpu")
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         log.info("%s started (dtype %s)", self.name, self.dtype)
@@ -62,6 +68,9 @@ class DeviceWorker:
         thread.join(timeout)
         if thread.is_alive():
             log.error("%s did not stop within %.1f s", self.name, timeout)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     @property
     def running(self) -> bool:
@@ -73,17 +82,33 @@ class DeviceWorker:
             self._pipelines = (*self._pipelines, pipeline)
 
     def detach(self, pipeline: StreamPipeline) -> None:
+        """Stop running `pipeline`; its effects are closed on this worker's thread."""
         with self._lock:
             self._pipelines = tuple(p for p in self._pipelines if p is not pipeline)
+            self._detached.append(pipeline)
+        self._wake.set()
 
     @property
     def pipelines(self) -> tuple[StreamPipeline, ...]:
         return self._pipelines
 
+    def _close_retired(self) -> None:
+        with self._lock:
+            detached, self._detached = self._detached, []
+        for pipeline in detached:
+            pipeline.set_chain(None)
+        for pipeline in (*self._pipelines, *detached):
+            for chain in pipeline.take_retired():
+                try:
+                    chain.close()
+                except Exception:
+                    log.exception("[%s] closing preset %s failed", pipeline.name, chain.preset)
+
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._stopping.is_set():
                 self._wake.clear()
+                self._close_retired()
                 worked = False
                 for pipeline in self._pipelines:
                     item = pipeline.slot.take()
@@ -92,14 +117,27 @@ class DeviceWorker:
                         worked = True
                 if not worked:
                     self._wake.wait(0.5)
+            for pipeline in self._pipelines:
+                pipeline.set_chain(None)
+            self._close_retired()
 
     def _process(self, pipeline: StreamPipeline, item: InputFrame) -> None:
         started = time.perf_counter()
         chain = pipeline.chain  # one read: a swap lands between frames
+        if chain is None:
+            return
+        work: Frame | None = None
         try:
             if chain.touches_pixels:
-                image = frame_to_tensor(item.frame, self.device, self.dtype)
-                frame = tensor_to_frame(chain.apply(image), like=item.frame)
+                rgb = frame_to_rgb(item.frame)
+                work = Frame(
+                    image=rgb_to_tensor(rgb, self.device, self.dtype),
+                    index=pipeline.next_index(),
+                    source=rgb,
+                    pool=self.pool,
+                )
+                chain.run(work)
+                frame = tensor_to_frame(work.image, like=item.frame)
             else:
                 frame = item.frame
         except Exception:
@@ -120,3 +158,5 @@ class DeviceWorker:
             node_ms=(done - item.received_at) * 1000.0,
             over_budget=processing_ms > self.budget_ms,
         )
+        if work is not None:
+            pipeline.stats.stages(work.timings_ms, work.notes)
