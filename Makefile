@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # torch 2.13.0: PyPI's Linux wheel is the CUDA build (a GPU user gets CUDA); where a local CPU
 # wheel of it is provided (CI, dev boxes), pip prefers that. Override with TORCH=... if needed.
 TORCH ?= torch==2.13.0
+# The last mediapipe release that bundles the selfie-segmentation models; its own dependency list
+# drags in jax and GUI OpenCV, so it goes in without them (pyproject.toml lists what it needs).
+MEDIAPIPE ?= mediapipe==0.10.21
 ARGS ?=
 
 .PHONY: install serve test bench browser clean
@@ -17,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(MEDIAPIPE)"
 	touch $@
 
 serve: install

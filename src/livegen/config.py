@@ -37,6 +37,9 @@ class ServerSettings(_Section):
     """Origins whose pages may call WHIP/WHEP and the API from a browser; "*" for any."""
     web_dir: Path | None = None
     """Folder of the web pages; default: the bundled `web/`."""
+    uploads_dir: Path = Path("uploads")
+    """Where uploaded backgrounds and logos are kept (relative to the working directory)."""
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
 
 class IceServer(_Section):
@@ -154,6 +157,8 @@ class EngineSettings(_Section):
     default_preset: str = "edges"
     presets_dir: Path | None = None
     """Folder of preset YAML files; default: the bundled `configs/presets/`."""
+    assets_dir: Path | None = None
+    """Folder of images and videos presets refer to; default: the bundled `configs/assets/`."""
 
 
 class Settings(_Section):
@@ -169,6 +174,9 @@ class Settings(_Section):
 
     def presets_dir(self) -> Path:
         return self.engine.presets_dir or bundled_dir("configs") / "presets"
+
+    def assets_dir(self) -> Path:
+        return self.engine.assets_dir or bundled_dir("configs") / "assets"
 
 
 class EffectSpec(_Section):

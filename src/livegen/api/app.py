@@ -18,6 +18,7 @@ from livegen.api.problems import problem_middleware
 from livegen.config import Settings
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
+from livegen.media.assets import AssetStore
 from livegen.rtc.ice import use_host_addresses, use_port_range
 from livegen.rtc.sessions import SessionManager
 
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
-    presets = PresetLibrary.from_folder(settings.presets_dir(), settings.engine.default_preset)
+    assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
+    presets = PresetLibrary.from_folder(settings.presets_dir(), settings.engine.default_preset, assets)
     engine = settings.engine
     worker = DeviceWorker(select_device(engine.device), engine.budget_ms, engine.cpu_threads)
     use_host_addresses(settings.rtc.host_addresses)

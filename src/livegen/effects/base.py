@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from livegen.errors import Unprocessable
+from livegen.media.assets import AssetStore
 
 
 @dataclass
@@ -59,11 +60,13 @@ class Effect:
     touches_pixels: ClassVar[bool] = True
     """False for effects that leave the frame as it is, so the worker can skip conversions."""
 
-    def __init__(self, params: EffectParams):
+    def __init__(self, params: EffectParams, assets: AssetStore | None = None):
         self.params = params
+        self.assets = assets
+        """Where images and videos named in the parameters are found (see media.assets)."""
 
     @classmethod
-    def create(cls, raw: Mapping[str, Any] | None = None) -> Effect:
+    def create(cls, raw: Mapping[str, Any] | None = None, assets: AssetStore | None = None) -> Effect:
         try:
             params = cls.Params.model_validate(dict(raw or {}))
         except ValidationError as exc:
@@ -73,7 +76,7 @@ class Effect:
             ]
             detail = "; ".join(f"{cls.name}.{e['field']}: {e['message']}" for e in errors)
             raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None
-        return cls(params)
+        return cls(params, assets=assets)
 
     def prepare(self, frame: Frame) -> None:
         """Start work for `frame` that can overlap the effects before this one (optional)."""

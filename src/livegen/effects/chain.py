@@ -11,6 +11,7 @@ from livegen.config import PresetSpec
 from livegen.effects.base import Effect, Frame
 from livegen.effects.registry import EFFECTS
 from livegen.errors import Unprocessable
+from livegen.media.assets import AssetStore
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class EffectChain:
             effect.close()
 
 
-def build_chain(preset: PresetSpec) -> EffectChain:
+def build_chain(preset: PresetSpec, assets: AssetStore | None = None) -> EffectChain:
     """Validate every effect of `preset` and build its chain; `Unprocessable` names what is wrong."""
     effects: list[Effect] = []
     for index, spec in enumerate(preset.effects):
@@ -55,5 +56,5 @@ def build_chain(preset: PresetSpec) -> EffectChain:
             raise Unprocessable(
                 f"preset {preset.name!r}: effects[{index}]: unknown effect {spec.name!r} (known: {known})"
             )
-        effects.append(cls.create(spec.params))
+        effects.append(cls.create(spec.params, assets))
     return EffectChain(preset.name, tuple(effects))

@@ -8,13 +8,15 @@ from typing import Any
 from livegen.config import PresetSpec, load_presets
 from livegen.effects import EffectChain, build_chain
 from livegen.errors import ConfigError, Unprocessable
+from livegen.media.assets import AssetStore
 
 
 class PresetLibrary:
-    def __init__(self, specs: dict[str, PresetSpec], default: str):
+    def __init__(self, specs: dict[str, PresetSpec], default: str, assets: AssetStore | None = None):
+        self.assets = assets
         for spec in specs.values():
             try:
-                build_chain(spec)
+                build_chain(spec, assets).close()
             except Unprocessable as exc:
                 raise ConfigError(f"preset file {spec.name}.yaml: {exc.detail}") from None
         if default not in specs:
@@ -25,8 +27,8 @@ class PresetLibrary:
         self.default = default
 
     @classmethod
-    def from_folder(cls, folder: Path, default: str) -> PresetLibrary:
-        return cls(load_presets(folder), default)
+    def from_folder(cls, folder: Path, default: str, assets: AssetStore | None = None) -> PresetLibrary:
+        return cls(load_presets(folder), default, assets)
 
     def names(self) -> list[str]:
         return sorted(self._specs)
@@ -50,4 +52,4 @@ class PresetLibrary:
                 f"unknown preset {name!r} (have: {', '.join(self.names())})",
                 errors=[{"field": "preset", "message": "unknown preset"}],
             )
-        return build_chain(spec)
+        return build_chain(spec, self.assets)
