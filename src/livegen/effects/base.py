@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,31 +20,80 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from livegen.errors import Unprocessable
 from livegen.media.assets import AssetStore
+from livegen.media.convert import rgb_to_tensor, tensor_to_rgb
 
 
-@dataclass
 class Frame:
-    """One picture on its way through a stream's effect chain."""
+    """One picture on its way through a stream's effect chain.
 
-    image: torch.Tensor
-    """(3, H, W) float RGB in [0, 1] on the worker's device; effects replace or edit it."""
-    index: int
-    """Frame number within the stream."""
-    source: np.ndarray | None = None
-    """(H, W, 3) uint8 RGB of the input picture on the host, for CPU models; never modified."""
-    mask: torch.Tensor | None = None
-    """(1, H, W) float in [0, 1] on the device, 1 where the person is; set by segmentation."""
-    pool: Executor | None = None
-    """Small CPU thread pool for CPU-only helpers that can run beside device work."""
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    """Time each effect took on this frame (prepare + apply), by effect name."""
-    notes: set[str] = field(default_factory=set)
-    """What was degraded or fell back on this frame (e.g. "mask_reused"), for the stats."""
+    The picture is held as whichever of two forms the last effect produced, and converted to
+    the other only when an effect asks for it: `image`, a (3, H, W) float RGB tensor in [0, 1]
+    on the worker's device (what GPU effects use), or `rgb`, an (H, W, 3) uint8 array on the
+    host (what OpenCV and CPU models use, and far cheaper on a CPU-only node). Assigning one
+    form discards the other.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        rgb: np.ndarray | None = None,
+        image: torch.Tensor | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        pool: Executor | None = None,
+    ):
+        if (rgb is None) == (image is None):
+            raise ValueError("a frame starts from exactly one of rgb or image")
+        self.index = index
+        """Frame number within the stream."""
+        self.source: np.ndarray = rgb if rgb is not None else tensor_to_rgb(image)  # type: ignore[arg-type]
+        """(H, W, 3) uint8 RGB of the input picture on the host, for CPU models; never modified."""
+        self.device = device or (image.device if image is not None else torch.device("cpu"))
+        self.dtype = image.dtype if image is not None else dtype
+        self._rgb = rgb
+        self._image = image
+        self.mask: torch.Tensor | None = None
+        """(1, H, W) float in [0, 1] on the device, 1 where the person is; set by segmentation."""
+        self.mask_rgb: np.ndarray | None = None
+        """The same mask on the host as (H, W) float32, for CPU compositing; set with `mask`."""
+        self.pool = pool
+        """Small CPU thread pool for CPU-only helpers that can run beside device work."""
+        self.timings_ms: dict[str, float] = {}
+        """Time each effect took on this frame (prepare + apply), by effect name."""
+        self.notes: set[str] = set()
+        """What was degraded or fell back on this frame (e.g. "mask_reused"), for the stats."""
+
+    @property
+    def image(self) -> torch.Tensor:
+        if self._image is None:
+            self._image = rgb_to_tensor(self._rgb, self.device, self.dtype)  # type: ignore[arg-type]
+        return self._image
+
+    @image.setter
+    def image(self, value: torch.Tensor) -> None:
+        self._image, self._rgb = value, None
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = tensor_to_rgb(self._image)  # type: ignore[arg-type]
+        return self._rgb
+
+    @rgb.setter
+    def rgb(self, value: np.ndarray) -> None:
+        self._rgb, self._image = value, None
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the current picture is the host form (no conversion needed to read `rgb`)."""
+        return self._rgb is not None
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height)"""
-        return self.image.shape[-1], self.image.shape[-2]
+        height, width = self.source.shape[:2]
+        return width, height
 
 
 class EffectParams(BaseModel):

@@ -37,7 +37,7 @@ class EffectChain:
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
         """The chain on a lone image (tests, tools): a fresh frame, the resulting image."""
-        frame = Frame(image=image, index=0)
+        frame = Frame(0, image=image)
         self.run(frame)
         return frame.image
 

@@ -18,7 +18,7 @@ import torch
 from livegen.effects import Frame
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
-from livegen.media.convert import frame_to_rgb, rgb_to_tensor, tensor_to_frame
+from livegen.media.convert import frame_to_rgb, rgb_to_frame
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +129,15 @@ class DeviceWorker:
         work: Frame | None = None
         try:
             if chain.touches_pixels:
-                rgb = frame_to_rgb(item.frame)
                 work = Frame(
-                    image=rgb_to_tensor(rgb, self.device, self.dtype),
-                    index=pipeline.next_index(),
-                    source=rgb,
+                    pipeline.next_index(),
+                    rgb=frame_to_rgb(item.frame),
+                    device=self.device,
+                    dtype=self.dtype,
                     pool=self.pool,
                 )
                 chain.run(work)
-                frame = tensor_to_frame(work.image, like=item.frame)
+                frame = rgb_to_frame(work.rgb, like=item.frame)
             else:
                 frame = item.frame
         except Exception:
