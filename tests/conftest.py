@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,8 +21,13 @@ from livegen.rtc.sessions import IngestSession, SessionManager, ViewerSession
 
 
 def node_settings(**sections: dict[str, Any]) -> Settings:
-    """Test settings: CPU, loopback-only ICE, no environment layer; `sections` override."""
-    base: dict[str, Any] = {"engine": {"device": "cpu"}, "rtc": {"host_addresses": ["127.0.0.1"]}}
+    """Test settings: CPU, loopback-only ICE, uploads in a temporary folder, no environment
+    layer; `sections` override."""
+    base: dict[str, Any] = {
+        "engine": {"device": "cpu"},
+        "rtc": {"host_addresses": ["127.0.0.1"]},
+        "server": {"uploads_dir": tempfile.mkdtemp(prefix="livegen-uploads-")},
+    }
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}
     return load_settings(env={}, overrides=base)

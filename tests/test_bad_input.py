@@ -166,3 +166,17 @@ async def test_patch_stream_validation(live_node):
     assert live_node.manager.streams["cam"].pipeline.chain.preset == "edges"
     await publisher.close()
     await wait_until(lambda: not live_node.manager.streams)
+
+
+async def test_racing_publishers_one_wins(live_node):
+    import asyncio
+
+    offers = [await real_offer(), await real_offer()]
+    results = await asyncio.gather(
+        *(request(live_node, "POST", "/whip/race", data=offer, headers=SDP) for offer in offers)
+    )
+    assert sorted(code for code, _, _ in results) == [201, 409]
+    location = next(headers["Location"] for code, headers, _ in results if code == 201)
+    await request(live_node, "DELETE", location)
+    await wait_until(lambda: not live_node.manager.streams)
+    assert_nothing_left(live_node)

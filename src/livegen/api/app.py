@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from livegen.api import assets as asset_routes
 from livegen.api import pages, streams, webrtc
 from livegen.api.cors import cors_middleware
-from livegen.api.keys import MANAGER, SETTINGS, WORKER
+from livegen.api.keys import ASSETS, MANAGER, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
 from livegen.config import Settings
 from livegen.engine.presets import PresetLibrary
@@ -39,10 +40,12 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[cors_middleware(settings.server.cors_origins), problem_middleware],
     )
     app[SETTINGS] = settings
+    app[ASSETS] = assets
     app[WORKER] = worker
     app[MANAGER] = SessionManager(settings, worker, presets)
     webrtc.add_routes(app)
     streams.add_routes(app)
+    asset_routes.add_routes(app)
     pages.add_routes(app, settings.web_dir())
     app.cleanup_ctx.append(_run_engine)
     return app

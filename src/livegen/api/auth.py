@@ -45,7 +45,8 @@ def authorize(request: web.Request, auth: AuthSettings, action: str, stream: str
     """Raise 401/403 unless the request may do `action` ("publish", "watch", "control") on `stream`.
 
     `control` (API writes, ending a publish) is granted to the operator and to the stream's
-    publisher; `watch` also to both of them.
+    publisher; `watch` also to both of them; `upload` (backgrounds, logos) to the operator and
+    every publisher.
     """
     publish = _stream_token(auth.publish_tokens, stream)
     granting: list[str | None] = [auth.operator_token]
@@ -57,10 +58,10 @@ def authorize(request: web.Request, auth: AuthSettings, action: str, stream: str
         if not auth.viewer_tokens:
             return
         granting += [_stream_token(auth.viewer_tokens, stream), publish]
-    else:  # control
+    else:  # control, upload
         if auth.operator_token is None and not auth.publish_tokens:
             return
-        granting.append(publish)
+        granting += list(auth.publish_tokens.values()) if action == "upload" else [publish]
     token = bearer_token(request)
     if token is None:
         raise Unauthorized(f"{action} on stream {stream!r} needs a bearer token")

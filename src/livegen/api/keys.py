@@ -6,8 +6,10 @@ from aiohttp import web
 
 from livegen.config import Settings
 from livegen.engine.worker import DeviceWorker
+from livegen.media.assets import AssetStore
 from livegen.rtc.sessions import SessionManager
 
 SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", SessionManager)
 WORKER = web.AppKey("worker", DeviceWorker)
+ASSETS = web.AppKey("assets", AssetStore)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from livegen.api.auth import authorize
 from livegen.api.bodies import read_json
 from livegen.api.keys import MANAGER, SETTINGS, WORKER
+from livegen.config import EffectSpec
 from livegen.errors import Unprocessable
 
 
 class StreamPatch(BaseModel):
+    """A live change: a preset, or a whole custom chain, and/or parameter changes by effect."""
+
     model_config = ConfigDict(extra="forbid")
     preset: str | None = None
+    effects: list[EffectSpec] | None = None
+    params: dict[str, dict[str, Any]] | None = None
 
 
 async def list_streams(request: web.Request) -> web.Response:
@@ -38,9 +45,7 @@ async def patch_stream(request: web.Request) -> web.Response:
         errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise Unprocessable(detail, errors=errors) from None
-    stream = manager.stream(name)
-    if patch.preset is not None:
-        stream = manager.set_preset(name, patch.preset)
+    stream = await manager.control(name, patch.preset, patch.effects, patch.params)
     return web.json_response(stream.info())
 
 

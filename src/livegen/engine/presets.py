@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from livegen.config import PresetSpec, load_presets
+from livegen.config import EffectSpec, PresetSpec, load_presets
 from livegen.effects import EffectChain, build_chain
 from livegen.errors import ConfigError, Unprocessable
 from livegen.media.assets import AssetStore
@@ -43,8 +43,8 @@ class PresetLibrary:
             for spec in (self._specs[name] for name in self.names())
         ]
 
-    def chain(self, name: str | None) -> EffectChain:
-        """A fresh chain for preset `name` (the default when None); 422 if there is none."""
+    def spec(self, name: str | None) -> PresetSpec:
+        """Preset `name` (the default when None); 422 if there is none."""
         name = self.default if name is None else name
         spec = self._specs.get(name)
         if spec is None:
@@ -52,4 +52,28 @@ class PresetLibrary:
                 f"unknown preset {name!r} (have: {', '.join(self.names())})",
                 errors=[{"field": "preset", "message": "unknown preset"}],
             )
+        return spec
+
+    def build(self, spec: PresetSpec) -> EffectChain:
+        """A fresh chain for `spec`; 422 naming the bad effect or parameter. May take a while
+        (models, files): call it off the event loop."""
         return build_chain(spec, self.assets)
+
+    def chain(self, name: str | None) -> EffectChain:
+        return self.build(self.spec(name))
+
+
+def with_params(spec: PresetSpec, params: dict[str, dict[str, Any]]) -> PresetSpec:
+    """`spec` with some effects' parameters changed: {effect name: {param: value}} is merged
+    into the first effect of that name; 422 if the chain has no such effect."""
+    effects = list(spec.effects)
+    errors = []
+    for name, changes in params.items():
+        index = next((i for i, effect in enumerate(effects) if effect.name == name), None)
+        if index is None:
+            errors.append({"field": f"params.{name}", "message": f"the chain has no {name!r} effect"})
+            continue
+        effects[index] = EffectSpec(name=name, params={**effects[index].params, **changes})
+    if errors:
+        raise Unprocessable("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+    return PresetSpec(name=spec.name, description=spec.description, effects=effects)

@@ -27,9 +27,9 @@ from aiortc import (
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 
-from livegen.config import Settings
+from livegen.config import EffectSpec, PresetSpec, Settings
 from livegen.engine.pipeline import StreamPipeline
-from livegen.engine.presets import PresetLibrary
+from livegen.engine.presets import PresetLibrary, with_params
 from livegen.engine.worker import DeviceWorker
 from livegen.errors import (
     AtCapacity,
@@ -314,6 +314,7 @@ class ViewerSession(PeerSession):
 class Stream:
     name: str
     preset: str
+    spec: PresetSpec
     pipeline: StreamPipeline
     output: StreamOutput
     audio: AudioRelay
@@ -326,6 +327,7 @@ class Stream:
         return {
             "stream": self.name,
             "preset": self.preset,
+            "effects": [effect.model_dump() for effect in self.spec.effects],
             "started_at": self.started_at,
             "viewers": len(self.viewers),
             "viewer_codecs": sorted({v.codec for v in self.viewers.values() if v.codec}),
@@ -399,26 +401,30 @@ class SessionManager:
         for section in sections:
             if section.kind == "video" and section.framerate and section.framerate > rtc.max_fps:
                 raise Unprocessable(f"the offer declares {section.framerate:g} fps; this node accepts at most {rtc.max_fps:g}")
-        chain = self.presets.chain(preset)
-
+        spec = self.presets.spec(preset)
         loop = asyncio.get_running_loop()
-        output = StreamOutput(name, self.settings.output, loop)
-        pipeline = StreamPipeline(name, chain, emit=output.publish, max_fps=rtc.max_fps)
-        video_delay_s = video_delay_estimate(pipeline, output)
-        audio = AudioRelay(loop, video_delay_s if self.settings.output.audio_sync else (lambda: 0.0))
-        session = IngestSession(
-            name, self._rtc_config(), pipeline, audio, max_size=(rtc.max_width, rtc.max_height), **self._session_kw()
-        )
-        self._negotiating.add(name)
+        self._negotiating.add(name)  # reserved before the first await: a racing POST gets 409
+        chain = session = audio = None
         try:
+            chain = await loop.run_in_executor(None, self.presets.build, spec)
+            output = StreamOutput(name, self.settings.output, loop)
+            pipeline = StreamPipeline(name, chain, emit=output.publish, max_fps=rtc.max_fps)
+            video_delay_s = video_delay_estimate(pipeline, output)
+            audio = AudioRelay(loop, video_delay_s if self.settings.output.audio_sync else (lambda: 0.0))
+            session = IngestSession(
+                name, self._rtc_config(), pipeline, audio, max_size=(rtc.max_width, rtc.max_height), **self._session_kw()
+            )
             answer = await session.negotiate(offer)
         except BaseException:
-            audio.close()
-            await session.close()
+            for part in (audio, chain):
+                if part is not None:
+                    part.close()
+            if session is not None:
+                await session.close()
             raise
         finally:
             self._negotiating.discard(name)
-        self.streams[name] = Stream(name, chain.preset, pipeline, output, audio, session, video_delay_s=video_delay_s)
+        self.streams[name] = Stream(name, spec.name, spec, pipeline, output, audio, session, video_delay_s=video_delay_s)
         self.worker.attach(pipeline)
         log.info("[%s] publishing with preset %s", session.tag, chain.preset)
         return session, answer
@@ -493,11 +499,33 @@ class SessionManager:
             raise NotFound(f"no stream {name!r}")
         return stream
 
-    def set_preset(self, name: str, preset: str) -> Stream:
+    async def control(
+        self,
+        name: str,
+        preset: str | None = None,
+        effects: list[EffectSpec] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+    ) -> Stream:
+        """Change a live stream's chain: switch to `preset`, or run `effects`, then merge
+        `params` into it. The new chain is built and checked off the loop, then swapped in
+        between two frames; on any error the stream keeps its chain untouched."""
         stream = self.stream(name)
-        stream.pipeline.set_chain(self.presets.chain(preset))
-        stream.preset = preset
-        log.info("[%s] preset → %s", stream.ingest.tag, preset)
+        if preset is not None and effects is not None:
+            raise Unprocessable("give either preset or effects, not both")
+        spec = stream.spec
+        if preset is not None:
+            spec = self.presets.spec(preset)
+        elif effects is not None:
+            spec = PresetSpec(name="custom", description="set through the API", effects=effects)
+        if params:
+            spec = with_params(spec, params)
+        chain = await asyncio.get_running_loop().run_in_executor(None, self.presets.build, spec)
+        if self.streams.get(name) is not stream:  # the publisher left meanwhile
+            chain.close()
+            raise NotFound(f"no stream {name!r}")
+        stream.pipeline.set_chain(chain)
+        stream.spec, stream.preset = spec, spec.name
+        log.info("[%s] chain → %s (%s)", stream.ingest.tag, spec.name, ", ".join(e.name for e in spec.effects))
         return stream
 
     # ---- session ends ---------------------------------------------------------------------
