@@ -169,3 +169,32 @@ def test_replaced_chains_are_closed_on_the_worker_and_stages_are_timed():
         assert second.closed_on == worker.name  # a detached stream's effects are released too
     finally:
         worker.stop()
+
+
+class Sluggish(Effect):
+    """Takes 70 ms a frame and records whether the worker asked it to shed work."""
+
+    name = "sluggish"
+
+    def __init__(self, params, assets=None):
+        super().__init__(params, assets)
+        self.told: list[bool] = []
+
+    def apply(self, frame: Frame) -> None:
+        self.told.append(frame.over_budget)
+        time.sleep(0.07)
+
+
+def test_effects_are_told_when_the_stream_runs_over_budget():
+    worker = DeviceWorker(torch.device("cpu"), budget_ms=100)  # processing share: 50 ms
+    slow = Sluggish(Sluggish.Params())
+    pipeline = StreamPipeline("s", EffectChain("slow", (slow,)), lambda f: None)
+    worker.attach(pipeline)
+    worker.start()
+    try:
+        for _ in range(12):
+            pipeline.submit(frame())
+            time.sleep(0.08)
+    finally:
+        worker.stop()
+    assert slow.told[0] is False and all(slow.told[-4:])  # told once its average passed 50 ms

@@ -42,6 +42,7 @@ class Frame:
         device: torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         pool: Executor | None = None,
+        over_budget: bool = False,
     ):
         if (rgb is None) == (image is None):
             raise ValueError("a frame starts from exactly one of rgb or image")
@@ -63,6 +64,10 @@ class Frame:
         """Time each effect took on this frame (prepare + apply), by effect name."""
         self.notes: set[str] = set()
         """What was degraded or fell back on this frame (e.g. "mask_reused"), for the stats."""
+        self.over_budget = over_budget
+        """The stream's recent frames took longer than the engine's per-frame budget: effects
+        should shed optional work on this frame (reuse a mask, skip a refinement) and say so
+        in `notes`, rather than let the stream fall behind."""
 
     @property
     def image(self) -> torch.Tensor:

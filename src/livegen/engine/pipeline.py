@@ -43,6 +43,8 @@ class StreamPipeline:
         self.emit = emit
         self.stats = stats or StreamStats()
         self.slot: FrameSlot[InputFrame] = FrameSlot()
+        self.recent_ms = 0.0
+        """Exponential average of this stream's processing time per frame (worker thread)."""
         self._retired: list[EffectChain] = []
         self._retired_lock = threading.Lock()
         self._index = 0

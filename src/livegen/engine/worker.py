@@ -22,6 +22,9 @@ from livegen.media.convert import frame_to_rgb, rgb_to_frame
 
 log = logging.getLogger(__name__)
 
+RECENT_WEIGHT = 0.2  # of the newest frame in a stream's running processing-time average
+PROCESSING_SHARE = 0.5  # of the end-to-end budget that processing may take before effects shed work
+
 
 def select_device(setting: str) -> torch.device:
     """`auto` → CUDA when torch sees a GPU, else CPU; `cuda` without one is a config error."""
@@ -45,6 +48,12 @@ class DeviceWorker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def frame_budget_ms(self) -> float:
+        """Processing time per frame above which effects are asked to degrade: half the
+        end-to-end budget (the rest is ingest, encoding and the network)."""
+        return self.budget_ms * PROCESSING_SHARE
 
     @property
     def name(self) -> str:
@@ -135,6 +144,7 @@ class DeviceWorker:
                     device=self.device,
                     dtype=self.dtype,
                     pool=self.pool,
+                    over_budget=pipeline.recent_ms > self.frame_budget_ms,
                 )
                 chain.run(work)
                 frame = rgb_to_frame(work.rgb, like=item.frame)
@@ -148,6 +158,7 @@ class DeviceWorker:
             return
         done = time.perf_counter()
         processing_ms = (done - started) * 1000.0
+        pipeline.recent_ms += (processing_ms - pipeline.recent_ms) * RECENT_WEIGHT
         try:
             pipeline.emit(frame)
         except RuntimeError:  # the loop is closing; the stream is going away
