@@ -146,8 +146,12 @@ class DeviceWorker:
                     pool=self.pool,
                     over_budget=pipeline.recent_ms > self.frame_budget_ms,
                 )
+                converted = time.perf_counter()
                 chain.run(work)
+                ran = time.perf_counter()
                 frame = rgb_to_frame(work.rgb, like=item.frame)
+                work.timings_ms["convert_in"] = (converted - started) * 1000.0
+                work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0
             else:
                 frame = item.frame
         except Exception:
