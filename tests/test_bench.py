@@ -77,3 +77,31 @@ def test_e2e_stops_the_node_when_the_run_fails(tmp_path, node_pids, capsys):
     assert "422" in capsys.readouterr().err  # the node's answer names the unknown preset
     assert not list(tmp_path.glob("*.json"))
     assert len(node_pids) == 1 and gone(node_pids[0]), "the node subprocess outlived the failed bench"
+
+
+def test_fanout_counts_frames_at_every_viewer_in_both_modes(tmp_path, node_pids, capsys):
+    code = run_scenario(build_parser().parse_args([
+        "bench", "fanout", "--width", "640", "--height", "360", "--fps", "10", "--viewers", "1,3",
+        "--seconds", "3", "--warmup", "0.5", "--output", str(tmp_path),
+    ]))
+
+    assert code == 0
+    result = json.loads((tmp_path / "fanout-passthrough-640x360.json").read_text())
+    assert list(result["modes"]) == ["encode_once", "per_viewer"]
+    for mode, numbers in result["modes"].items():
+        assert [step["viewers"] for step in numbers["steps"]] == [1, 3], mode
+        for step in numbers["steps"]:
+            assert len(step["frames_per_viewer"]) == step["viewers"], mode
+            assert all(frames > 0 for frames in step["frames_per_viewer"]), (mode, step["frames_per_viewer"])
+            assert math.isfinite(step["latency_ms"]["p50"]), mode
+            assert step["cpu"]["node_process_pct"] is not None, mode
+        assert numbers["steps"][-1]["node_stats"]["window"]["frames_out"] > 0, mode
+        assert numbers["counting_viewers_send_reports"], mode  # the hook still reaches aiortc's RTCP state
+    assert result["modes"]["per_viewer"]["counting_viewers_send_remb"]  # per-viewer encoders follow REMB
+    once = result["modes"]["encode_once"]["steps"][-1]["node_stats"]["window"]["output"]
+    assert once["frames_encoded"] > 0  # encode_once encoded the stream itself
+    assert set(result["cpu_ratio_once_to_per_viewer"]) == {"1", "3"}
+    assert str(tmp_path) not in json.dumps(result)
+    assert "](fanout-passthrough-640x360.json)" in (tmp_path / "README.md").read_text()
+    assert "per 10 extra viewers" in capsys.readouterr().out
+    assert len(node_pids) == 2 and all(gone(pid) for pid in node_pids), "a node subprocess outlived the bench"

@@ -1,6 +1,8 @@
 """`livegen bench`: benchmark scenarios; results go to bench/results/ as JSON plus a summary.
 
 e2e (`e2e.py`): publisher → node → viewer latency against a plain aiortc loopback, same run.
+fanout (`fanout.py`): one publisher, many viewers: node CPU and delivered frame rate per viewer
+count, encode-once against per-viewer encoding, same run.
 """
 
 from __future__ import annotations
@@ -10,12 +12,22 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from livegen.bench.options import add_arguments as add_e2e_arguments
+    from livegen.bench.options import add_fanout_arguments
 
-    parser.add_argument("scenario", choices=["e2e"], help="e2e: publisher→node→viewer latency vs a plain aiortc loopback")
-    add_e2e_arguments(parser)
+    scenarios = parser.add_subparsers(dest="scenario", required=True, metavar="scenario")
+    add_e2e_arguments(
+        scenarios.add_parser("e2e", help="publisher→node→viewer latency vs a plain aiortc loopback")
+    )
+    add_fanout_arguments(
+        scenarios.add_parser("fanout", help="node CPU and frame rate for 1…N viewers, encode-once vs per-viewer")
+    )
 
 
 def run_scenario(args: argparse.Namespace) -> int:
+    if args.scenario == "fanout":
+        from livegen.bench import fanout
+
+        return fanout.run(args)
     from livegen.bench import e2e
 
     return e2e.run(args)

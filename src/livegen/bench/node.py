@@ -1,7 +1,8 @@
 """`NodeProcess`: a real node (`python -m livegen serve`) in a subprocess, owned by the bench.
 
 The node gets its own settings file (loopback-only ICE, a free port, no `LIVEGEN_*` variables
-from the caller) and logs to a file in the bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
+from the caller, plus whatever a scenario sets, e.g. `output.mode`) and logs to a file in the
+bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
 (aiohttp shuts down gracefully), SIGKILL when that takes too long.
 """
 
@@ -36,11 +37,30 @@ def free_port(host: str = LOOPBACK) -> int:
         return sock.getsockname()[1]
 
 
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, section by section."""
+    result = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
 class NodeProcess:
-    def __init__(self, workdir: Path, *, device: str = "auto", log_level: str = "INFO"):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        device: str = "auto",
+        log_level: str = "INFO",
+        settings: dict[str, Any] | None = None,
+    ):
         self.workdir = workdir
         self.device = device
         self.log_level = log_level
+        self.settings = settings or {}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
@@ -61,17 +81,15 @@ class NodeProcess:
     def start(self) -> None:
         self.port = free_port()
         config = self.workdir / "node.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "server": {"host": LOOPBACK, "port": self.port},
-                    "rtc": {"host_addresses": [LOOPBACK]},
-                    "engine": {"device": self.device},
-                    "log_level": self.log_level,
-                }
-            ),
-            encoding="utf-8",
-        )
+        base = {
+            "server": {"host": LOOPBACK, "port": self.port},
+            "rtc": {"host_addresses": [LOOPBACK]},
+            "engine": {"device": self.device},
+            "log_level": self.log_level,
+        }
+        # the scenario's settings go over the defaults, never over the loopback-only address
+        settings = merged(merged(base, self.settings), {"server": {"host": LOOPBACK, "port": self.port}})
+        config.write_text(yaml.safe_dump(settings), encoding="utf-8")
         # The node runs on exactly the settings above: LIVEGEN_* variables of the caller's shell
         # would override the file and make runs differ silently.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEGEN_")}

@@ -184,6 +184,110 @@ def e2e_section(results: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FANOUT_INTRO = """\
+## fanout: one publisher, many viewers
+
+`livegen bench fanout`: a synthetic camera is published over WHIP to a node started as a
+subprocess; viewers join over WHEP in steps, and each step is measured after a warm-up. The
+whole ladder runs twice in one run, each on a fresh node: `output.mode: encode_once` (one
+encoder per stream, packets fanned out) and `per_viewer` (aiortc encodes for every viewer).
+*sent fps* is what the publisher (in the bench process) managed to send; *fps* is frames
+delivered per viewer per second (min / median over the viewers); full rate means ≥ 95 % of the
+nominal rate. *node CPU* is the node process's CPU time over the window in percent of one
+core; *per 10 viewers* is the least-squares slope of node CPU over the viewer count. Latency is
+read from the stamp at the one viewer that decodes; every other viewer counts frames from RTP
+marker bits without decoding (it still sends receiver reports, and REMB in per_viewer mode,
+whose encoders follow it), so the bench's own CPU (*bench CPU*, in brackets its event-loop
+thread, which receives every viewer's packets) stays far below what decoding viewers would
+cost; it still grows with the packet rate, as the node's does. *kbit/s* is the video payload
+one counting viewer receives: a node's cost per viewer is per packet, so compare CPU per viewer
+at like bitrates (libx264's average-bitrate control lets it swing between steps). Drops /
+resyncs / keyframes are the node's output counters over the window (packets dropped from
+viewer queues plus frames replaced in per-viewer mailboxes, skips to a keyframe, keyframes
+forced); frames the node dropped before encoding are in the JSON (`node_stats.window.dropped`).
+The machine is shared: compare numbers within one run.
+"""
+
+
+def _output_counts(step: dict[str, Any]) -> str:
+    stats = step.get("node_stats") or {}
+    out = (stats.get("window") or {}).get("output") or {}
+    dropped = (out.get("viewer_packets_dropped") or 0) + (out.get("viewer_frames_dropped") or 0)
+    if not out:
+        return "–"
+    return f"{dropped} / {out.get('viewer_resyncs', 0)} / {out.get('keyframes_forced', 0)}"
+
+
+def _viewers(step: dict[str, Any]) -> str:
+    requested = step.get("viewers_requested", step["viewers"])
+    return str(step["viewers"]) if step["viewers"] == requested else f"{step['viewers']} of {requested}"
+
+
+def _by_step(numbers: dict[str, Any]) -> str:
+    steps = numbers.get("cpu_per_10_viewers_by_step_pct") or {}
+    return ", ".join(f"{k}: {_num(v)}" for k, v in steps.items()) or "–"
+
+
+def fanout_section(results: list[tuple[str, dict[str, Any]]]) -> str:
+    lines = [
+        FANOUT_INTRO,
+        "| preset | video | s | mode | viewers | sent fps | fps min / median | p50 / p95 ms | node CPU %"
+        " | bench CPU % (loop) | kbit/s per viewer | drops / resyncs / keyframes | device, cores | date (UTC) | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summaries = [
+        "",
+        "| file | node CPU % per 10 viewers, encode_once / per_viewer | encode_once by step"
+        " | per_viewer by step | bench CPU % per 10 viewers | node CPU encode_once ÷ per_viewer"
+        " | goal: 50 viewers at full rate, ≤ 10 % per 10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in sorted(results, key=lambda item: (item[1]["options"]["preset"], item[0])):
+        o, m, modes = r["options"], r["machine"], r["modes"]
+        for mode, numbers in modes.items():
+            for step in numbers["steps"]:
+                fps = step["fps_per_viewer"]
+                lat = step["latency_ms"]
+                lines.append(
+                    "| "
+                    + " | ".join(
+                        [
+                            o["preset"],
+                            f"{o['width']}×{o['height']} @ {o['fps']:g}",
+                            f"{o['seconds']:g}",
+                            mode,
+                            _viewers(step),
+                            _fps(step["sent_fps"]),
+                            _pair(fps["min"], fps["median"], _fps),
+                            _pair(lat["p50"], lat["p95"]),
+                            _num(step["cpu"].get("node_process_pct")),
+                            f"{_num(step['cpu'].get('bench_process_pct'))} ({_num(step['cpu'].get('bench_loop_pct'))})",
+                            _ms((step.get("counting_viewer_kbps") or {}).get("median")),
+                            _output_counts(step),
+                            f"{m.get('torch_device')}, {m.get('cores')}",
+                            r["date_utc"][:16].replace("T", " "),
+                            f"[{name}]({name})",
+                        ]
+                    )
+                    + " |"
+                )
+        ratios = ", ".join(f"×{n}: {_ratio(v)}" for n, v in r["cpu_ratio_once_to_per_viewer"].items())
+        goal = r["goal"]
+        summaries.append(
+            f"| [{name}]({name})"
+            f" | {_num(modes['encode_once']['cpu_per_10_viewers_pct'])}"
+            f" / {_num(modes['per_viewer']['cpu_per_10_viewers_pct'])}"
+            f" | {_by_step(modes['encode_once'])} | {_by_step(modes['per_viewer'])}"
+            f" | {_num(modes['encode_once']['bench_cpu_per_10_viewers_pct'])}"
+            f" / {_num(modes['per_viewer']['bench_cpu_per_10_viewers_pct'])}"
+            f" | {ratios}"
+            f" | full rate {'yes' if goal['full_rate_met'] else 'no'}"
+            f" ({goal['viewers_at_full_rate']} of {goal['viewers_measured']}),"
+            f" CPU {'yes' if goal['cpu_met'] else 'no'} |"
+        )
+    return "\n".join(lines + summaries) + "\n"
+
+
 def refresh_readme(folder: Path, scenario: str, section: str) -> Path:
     """Replace (or append) `scenario`'s marked section of the folder's README; keep the rest."""
     path = folder / README
@@ -246,6 +350,45 @@ def e2e_table(result: dict[str, Any]) -> str:
     if stats:
         lines.append("  node's own stats over the window: " + _node_view(stats))
     return "\n".join(lines)
+
+
+def fanout_table(result: dict[str, Any]) -> str:
+    o, modes = result["options"], result["modes"]
+    rows: list[tuple[str, ...]] = [
+        ("mode", "viewers", "sent fps", "fps min", "fps median", "p50 ms", "p95 ms", "node CPU %",
+         "bench CPU %", "bench loop %", "decoder %", "machine %", "kbit/s", "drops/resyncs/keyframes",
+         "encode p50 ms"),
+    ]
+    for mode, numbers in modes.items():
+        for step in numbers["steps"]:
+            cpu, fps, lat = step["cpu"], step["fps_per_viewer"], step["latency_ms"]
+            end = (step.get("node_stats") or {}).get("end") or {}
+            encode = ((end.get("output") or {}).get("encode_ms") or {}).get("p50")
+            rows.append((
+                mode, _viewers(step), _cell(step["sent_fps"]), _cell(fps["min"]), _cell(fps["median"]),
+                _cell(lat["p50"]), _cell(lat["p95"]), _cell(cpu.get("node_process_pct")),
+                _cell(cpu.get("bench_process_pct")), _cell(cpu.get("bench_loop_pct")),
+                _cell(cpu.get("decoder_thread_pct")), _cell(cpu.get("machine_busy_pct")),
+                _cell((step.get("counting_viewer_kbps") or {}).get("median")),
+                _output_counts(step), _cell(encode) if mode == "encode_once" else "–",
+            ))
+    once, each = modes["encode_once"], modes["per_viewer"]
+    ratios = ", ".join(f"×{n} {_ratio(v)}" for n, v in result["cpu_ratio_once_to_per_viewer"].items())
+    goal = result["goal"]
+
+    return "\n".join([
+        f"fanout {o['preset']} {o['width']}x{o['height']} @ {o['fps']:g} fps: {o['seconds']:g} s measured per step"
+        f" after {o['warmup']:g} s warm-up; codec {once.get('codec')}",
+        *_aligned(rows),
+        f"  node CPU per 10 extra viewers (least squares): encode_once {_num(once['cpu_per_10_viewers_pct'])} %"
+        f" ({_by_step(once)}), per_viewer {_num(each['cpu_per_10_viewers_pct'])} % ({_by_step(each)})",
+        f"  bench CPU per 10 extra (counting) viewers: encode_once {_num(once['bench_cpu_per_10_viewers_pct'])} %,"
+        f" per_viewer {_num(each['bench_cpu_per_10_viewers_pct'])} %",
+        f"  node CPU encode_once ÷ per_viewer: {ratios}",
+        f"  goal ({goal['target']}): full rate {'met' if goal['full_rate_met'] else 'not met'}"
+        f" ({goal['viewers_at_full_rate']} of {goal['viewers_measured']} viewers),"
+        f" CPU {'met' if goal['cpu_met'] else 'not met'} ({_num(goal['cpu_per_10_viewers_pct'])} % per 10)",
+    ])
 
 
 def _p50_p95(summary: Any) -> str:
