@@ -47,14 +47,18 @@ async def test_frame_rate_limit(live_node, settings):
 def test_token_bucket_allows_bursts_not_sustained_excess(monkeypatch):
     now = [0.0]
     monkeypatch.setattr("livegen.engine.pipeline.time.perf_counter", lambda: now[0])
-    pipeline = StreamPipeline("s", chain=None, emit=lambda f: None, max_fps=10)  # type: ignore[arg-type]
+    pipeline = StreamPipeline("s", chain=None, emit=lambda f: None, max_fps=30)  # type: ignore[arg-type]
     admitted = []
-    for i in range(100):  # 100 frames over 5 s (20 fps)
-        now[0] = i * 0.05
+    for i in range(600):  # 60 fps for 10 s: half of it is over the limit
+        now[0] = i / 60
         admitted.append(pipeline._admit())
-    assert 50 <= sum(admitted) <= 52
-    now[0] = 10.0
-    assert pipeline._admit() and pipeline._admit() and not pipeline._admit()  # burst of two
+    assert 300 <= sum(admitted) <= 316  # 30 fps plus the initial half-second burst
+    now[0] = 20.0
+    admitted = [pipeline._admit() for _ in range(20)]  # a stall's backlog arriving at once
+    assert sum(admitted) == 15  # half a second at 30 fps passes; the rest is cut
+    for i in range(1, 301):  # a steady 30 fps with jitter loses nothing
+        now[0] = 30.0 + i / 30 + (0.02 if i % 7 == 0 else 0.0)
+        assert pipeline._admit()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ from livegen.effects import EffectChain
 from livegen.engine.slot import FrameSlot
 from livegen.engine.stats import StreamStats
 
+BURST_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class InputFrame:
@@ -37,7 +39,10 @@ class StreamPipeline:
     ):
         self.name = name
         self._max_fps = max_fps
-        self._tokens = 2.0  # a small burst is fine (network jitter); a sustained excess is not
+        # Half a second of frames may arrive at once (a burst after a network stall, or the
+        # decoder catching up); only a sustained excess over max_fps is dropped.
+        self._burst = max(2.0, (max_fps or 0) * BURST_S)
+        self._tokens = self._burst
         self._refilled = time.perf_counter()
         self.chain = chain
         self.emit = emit
@@ -64,9 +69,9 @@ class StreamPipeline:
             self.stats.drop("slot_replaced")
 
     def _admit(self) -> bool:
-        """Token bucket at max_fps with room for a burst of two frames."""
+        """Token bucket at max_fps with room for a burst of BURST_S seconds of frames."""
         now = time.perf_counter()
-        self._tokens = min(2.0, self._tokens + (now - self._refilled) * self._max_fps)
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._max_fps)
         self._refilled = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0

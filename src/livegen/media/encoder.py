@@ -84,12 +84,16 @@ class VideoEncoder:
         context.pix_fmt = "yuv420p"
         context.time_base = RTP_VIDEO_CLOCK
         context.framerate = fractions.Fraction(round(self.fps), 1)
-        context.bit_rate = target_bitrate(self.settings, width, height)
+        bitrate = target_bitrate(self.settings, width, height)
+        context.bit_rate = bitrate
         context.gop_size = max(1, round(self.settings.keyframe_interval_s * self.fps))
         context.max_b_frames = 0
+        # A VBV cap of one second at the target rate: average-bitrate control alone swings 4x
+        # on a static picture, and every viewer pays per packet.
+        capped = {"maxrate": str(bitrate), "bufsize": str(bitrate)}
         if name == "libx264":
             context.profile = "Baseline"  # what every WebRTC browser decodes (42e01f)
-            context.options = {
+            context.options = capped | {
                 "preset": self.settings.x264_preset,
                 "tune": "zerolatency",
                 "level": "3.1" if width * height <= REFERENCE_PIXELS else "4.1",
@@ -97,9 +101,9 @@ class VideoEncoder:
             }
         elif name == "h264_nvenc":
             context.profile = "baseline"
-            context.options = {"preset": "p2", "tune": "ull", "zerolatency": "1", "rc": "cbr", "forced-idr": "1"}
+            context.options = capped | {"preset": "p2", "tune": "ull", "zerolatency": "1", "rc": "cbr", "forced-idr": "1"}
         else:  # libvpx (VP8)
-            context.options = {
+            context.options = capped | {
                 "deadline": "realtime",
                 "cpu-used": "8",
                 "lag-in-frames": "0",
