@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 MEDIAPIPE ?= mediapipe==0.10.21
 ARGS ?=
 
-.PHONY: install serve test bench browser clean
+.PHONY: install serve test bench browser interop clean
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,10 @@ serve: install
 browser:
 	bash scripts/install-chromium.sh
 
-test: install browser
+interop:
+	bash scripts/install-interop.sh
+
+test: install browser interop
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install

@@ -8,6 +8,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ def node_settings(**sections: dict[str, Any]) -> Settings:
     base: dict[str, Any] = {
         "engine": {"device": "cpu"},
         "rtc": {"host_addresses": ["127.0.0.1"]},
-        "server": {"uploads_dir": tempfile.mkdtemp(prefix="livegen-uploads-")},
+        "server": {"uploads_dir": str(Path(tempfile.gettempdir()) / "livegen-test-uploads")},
     }
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}

@@ -20,6 +20,7 @@ from livegen.config import Settings
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
 from livegen.media.assets import AssetStore
+from livegen.rtc.dtls import offer_rsa_cipher_suites
 from livegen.rtc.ice import use_host_addresses, use_port_range
 from livegen.rtc.sessions import SessionManager
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     worker = DeviceWorker(select_device(engine.device), engine.budget_ms, engine.cpu_threads)
     use_host_addresses(settings.rtc.host_addresses)
     use_port_range(settings.rtc.udp_ports)
+    offer_rsa_cipher_suites()
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
