@@ -17,6 +17,7 @@ from livegen.api.cors import cors_middleware
 from livegen.api.keys import ASSETS, MANAGER, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
 from livegen.config import Settings
+from livegen.effects.base import EffectContext
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
 from livegen.media.assets import AssetStore
@@ -30,7 +31,9 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
     assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
-    presets = PresetLibrary.from_folder(settings.presets_dir(), settings.engine.default_preset, assets)
+    presets = PresetLibrary.from_folder(
+        settings.presets_dir(), settings.engine.default_preset, EffectContext(assets=assets)
+    )
     engine = settings.engine
     worker = DeviceWorker(select_device(engine.device), engine.budget_ms, engine.cpu_threads)
     use_host_addresses(settings.rtc.host_addresses)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -101,6 +102,36 @@ class Frame:
         return width, height
 
 
+class GeneratedScene(Protocol):
+    """A generated background for one stream, from a `BackgroundGenerator` (the diffusion stage)."""
+
+    def background(self, frame: Frame) -> np.ndarray | torch.Tensor | None:
+        """The background picture for `frame` — (H, W, 3) uint8 RGB on the host or a (3, H, W)
+        float tensor in [0, 1] on the device — or None when there is none yet (the effect then
+        shows its fallback for this frame)."""
+
+    def close(self) -> None: ...
+
+
+class BackgroundGenerator(Protocol):
+    """What the `generated` background mode asks for scenes; filled in by the diffusion stage."""
+
+    def unavailable(self) -> str | None:
+        """Why no scene can be generated now (no GPU, no model folder), or None when it can."""
+
+    def scene(self, prompt: str, params: Mapping[str, Any]) -> GeneratedScene: ...
+
+
+@dataclass(frozen=True)
+class EffectContext:
+    """What the node lends every effect it builds: where assets are, what can generate scenes."""
+
+    assets: AssetStore | None = None
+    """Where images and videos named in the parameters are found (see media.assets)."""
+    generator: BackgroundGenerator | None = None
+    """The node's scene generator, or None when the node has none (no diffusion stage)."""
+
+
 class EffectParams(BaseModel):
     """Base of every effect's parameters: immutable, unknown keys rejected."""
 
@@ -112,14 +143,15 @@ class Effect:
     Params: ClassVar[type[EffectParams]] = EffectParams
     touches_pixels: ClassVar[bool] = True
     """False for effects that leave the frame as it is, so the worker can skip conversions."""
+    needs_mask: ClassVar[bool] = False
+    """True for effects that read `frame.mask`: a chain must run `segmentation` before them."""
 
-    def __init__(self, params: EffectParams, assets: AssetStore | None = None):
+    def __init__(self, params: EffectParams, context: EffectContext | None = None):
         self.params = params
-        self.assets = assets
-        """Where images and videos named in the parameters are found (see media.assets)."""
+        self.context = context or EffectContext()
 
     @classmethod
-    def create(cls, raw: Mapping[str, Any] | None = None, assets: AssetStore | None = None) -> Effect:
+    def create(cls, raw: Mapping[str, Any] | None = None, context: EffectContext | None = None) -> Effect:
         try:
             params = cls.Params.model_validate(dict(raw or {}))
         except ValidationError as exc:
@@ -129,7 +161,7 @@ class Effect:
             ]
             detail = "; ".join(f"{cls.name}.{e['field']}: {e['message']}" for e in errors)
             raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None
-        return cls(params, assets=assets)
+        return cls(params, context)
 
     def prepare(self, frame: Frame) -> None:
         """Start work for `frame` that can overlap the effects before this one (optional)."""

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from livegen.config import PresetSpec
-from livegen.effects.base import Effect, Frame
+from livegen.effects.base import Effect, EffectContext, Frame
 from livegen.effects.registry import EFFECTS
 from livegen.errors import Unprocessable
-from livegen.media.assets import AssetStore
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,10 @@ class EffectChain:
             effect.close()
 
 
-def build_chain(preset: PresetSpec, assets: AssetStore | None = None) -> EffectChain:
+def build_chain(preset: PresetSpec, context: EffectContext | None = None) -> EffectChain:
     """Validate every effect of `preset` and build its chain; `Unprocessable` names what is wrong."""
-    effects: list[Effect] = []
+    classes: list[type[Effect]] = []
+    masked = False
     for index, spec in enumerate(preset.effects):
         cls = EFFECTS.get(spec.name)
         if cls is None:
@@ -56,5 +56,19 @@ def build_chain(preset: PresetSpec, assets: AssetStore | None = None) -> EffectC
             raise Unprocessable(
                 f"preset {preset.name!r}: effects[{index}]: unknown effect {spec.name!r} (known: {known})"
             )
-        effects.append(cls.create(spec.params, assets))
+        if cls.needs_mask and not masked:
+            raise Unprocessable(
+                f"preset {preset.name!r}: effects[{index}]: {spec.name!r} needs a person mask; "
+                "put 'segmentation' before it"
+            )
+        masked = masked or spec.name == "segmentation"
+        classes.append(cls)
+    effects: list[Effect] = []
+    try:
+        for cls, spec in zip(classes, preset.effects, strict=True):
+            effects.append(cls.create(spec.params, context))
+    except BaseException:
+        for effect in effects:  # what was built before the bad one holds models and threads
+            effect.close()
+        raise
     return EffectChain(preset.name, tuple(effects))

@@ -26,8 +26,8 @@ class EdgesEffect(Effect):
     Params = EdgesParams
     params: EdgesParams
 
-    def __init__(self, params: EdgesParams, assets=None):
-        super().__init__(params, assets)
+    def __init__(self, params: EdgesParams, context=None):
+        super().__init__(params, context)
         self._kernels: torch.Tensor | None = None
 
     def _sobel(self, like: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ from livegen.effects.base import Effect
 from livegen.effects.edges import EdgesEffect
 from livegen.effects.grayscale import GrayscaleEffect
 from livegen.effects.passthrough import PassthroughEffect
+from livegen.effects.segmentation import SegmentationEffect
 
 EFFECTS: MappingProxyType[str, type[Effect]] = MappingProxyType(
-    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect)}
+    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect)}
 )

@@ -7,16 +7,16 @@ from typing import Any
 
 from livegen.config import EffectSpec, PresetSpec, load_presets
 from livegen.effects import EffectChain, build_chain
+from livegen.effects.base import EffectContext
 from livegen.errors import ConfigError, Unprocessable
-from livegen.media.assets import AssetStore
 
 
 class PresetLibrary:
-    def __init__(self, specs: dict[str, PresetSpec], default: str, assets: AssetStore | None = None):
-        self.assets = assets
+    def __init__(self, specs: dict[str, PresetSpec], default: str, context: EffectContext | None = None):
+        self.context = context or EffectContext()
         for spec in specs.values():
             try:
-                build_chain(spec, assets).close()
+                build_chain(spec, self.context).close()
             except Unprocessable as exc:
                 raise ConfigError(f"preset file {spec.name}.yaml: {exc.detail}") from None
         if default not in specs:
@@ -27,8 +27,8 @@ class PresetLibrary:
         self.default = default
 
     @classmethod
-    def from_folder(cls, folder: Path, default: str, assets: AssetStore | None = None) -> PresetLibrary:
-        return cls(load_presets(folder), default, assets)
+    def from_folder(cls, folder: Path, default: str, context: EffectContext | None = None) -> PresetLibrary:
+        return cls(load_presets(folder), default, context)
 
     def names(self) -> list[str]:
         return sorted(self._specs)
@@ -57,7 +57,7 @@ class PresetLibrary:
     def build(self, spec: PresetSpec) -> EffectChain:
         """A fresh chain for `spec`; 422 naming the bad effect or parameter. May take a while
         (models, files): call it off the event loop."""
-        return build_chain(spec, self.assets)
+        return build_chain(spec, self.context)
 
     def chain(self, name: str | None) -> EffectChain:
         return self.build(self.spec(name))
