@@ -85,13 +85,15 @@ class SegmentationEffect(Effect):
         self._previous: np.ndarray | None = None  # stabilised mask at refine size
         self._previous_gray: np.ndarray | None = None
         self._raw: np.ndarray | None = None  # last model output (model size)
+        self._fresh = False  # whether this frame's prepare() ran the model
 
     def _infer(self, small: np.ndarray) -> np.ndarray:
         return self._graph.process(small).segmentation_mask.astype(np.float32, copy=False)
 
     def prepare(self, frame: Frame) -> None:
         due = frame.index % self.params.every_n_frames == 0 and not (frame.over_budget and self._raw is not None)
-        if due or self._raw is None:
+        self._fresh = due or self._raw is None
+        if self._fresh:
             small = cv2.resize(frame.source, MODEL_INPUT[self.params.model], interpolation=cv2.INTER_AREA)
             if frame.pool is not None:
                 self._pending = frame.pool.submit(self._infer, small)
@@ -101,7 +103,7 @@ class SegmentationEffect(Effect):
     def apply(self, frame: Frame) -> None:
         if self._pending is not None:
             self._raw, self._pending = self._pending.result(timeout=5), None
-        else:
+        if not self._fresh:
             frame.notes.add("mask_reused")
         width, height = frame.size
         p = self.params
