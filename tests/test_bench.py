@@ -105,3 +105,31 @@ def test_fanout_counts_frames_at_every_viewer_in_both_modes(tmp_path, node_pids,
     assert "](fanout-passthrough-640x360.json)" in (tmp_path / "README.md").read_text()
     assert "per 10 extra viewers" in capsys.readouterr().out
     assert len(node_pids) == 2 and all(gone(pid) for pid in node_pids), "a node subprocess outlived the bench"
+
+
+def test_pipeline_times_every_stage_of_each_preset(tmp_path, capsys):
+    code = run_scenario(build_parser().parse_args([
+        "bench", "pipeline", "--width", "320", "--height", "180", "--fps", "15", "--seconds", "1.5",
+        "--warmup", "0.5", "--presets", "passthrough,edges,grayscale+edges", "--output", str(tmp_path),
+    ]))
+
+    assert code == 0
+    result = json.loads((tmp_path / "pipeline-presets-320x180.json").read_text())
+    edges = result["presets"]["edges"]
+    assert edges["frames_out"] > 0 and edges["fps_out"] > 0
+    assert set(edges["stages_ms"]) == {"edges", "convert_in", "convert_out"}
+    assert all(math.isfinite(edges["processing_ms"][k]) for k in ("p50", "p95", "p99"))
+    assert edges["processing_ms"]["p50"] >= edges["stages_ms"]["edges"]["p50"]
+    assert result["presets"]["grayscale+edges"]["effects"] == ["grayscale", "edges"]
+    assert result["presets"]["passthrough"]["stages_ms"] == {}  # nothing to convert or run
+    assert "pipeline" in (tmp_path / "README.md").read_text()
+    assert str(tmp_path) not in json.dumps(result)
+    assert "edges" in capsys.readouterr().out  # the table went to the screen
+
+
+def test_pipeline_names_an_unknown_preset(tmp_path, capsys):
+    code = run_scenario(build_parser().parse_args(
+        ["bench", "pipeline", "--presets", "nosuch", "--output", str(tmp_path)]))
+    assert code == 2
+    assert "nosuch" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.json"))

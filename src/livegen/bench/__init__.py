@@ -3,6 +3,7 @@
 e2e (`e2e.py`): publisher → node → viewer latency against a plain aiortc loopback, same run.
 fanout (`fanout.py`): one publisher, many viewers: node CPU and delivered frame rate per viewer
 count, encode-once against per-viewer encoding, same run.
+pipeline (`pipeline.py`): frames through the engine in this process, per preset: time per stage.
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fanout_arguments(
         scenarios.add_parser("fanout", help="node CPU and frame rate for 1…N viewers, encode-once vs per-viewer")
     )
+    from livegen.bench.pipeline import add_arguments as add_pipeline_arguments
+
+    add_pipeline_arguments(
+        scenarios.add_parser("pipeline", help="frames through the engine in-process per preset: time per stage")
+    )
 
 
 def run_scenario(args: argparse.Namespace) -> int:
+    if args.scenario == "pipeline":
+        from livegen.bench import pipeline
+
+        return pipeline.run(args)
     if args.scenario == "fanout":
         from livegen.bench import fanout
 
