@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 MEDIAPIPE ?= mediapipe==0.10.21
 ARGS ?=
 
-.PHONY: install serve test bench browser interop clean
+.PHONY: install serve test bench browser interop promtool clean
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,10 @@ browser:
 interop:
 	bash scripts/install-interop.sh
 
-test: install browser interop
+promtool:
+	bash scripts/install-promtool.sh
+
+test: install browser interop promtool
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from livegen.api import assets as asset_routes
-from livegen.api import pages, streams, webrtc
+from livegen.api import metrics, pages, streams, webrtc
 from livegen.api.cors import cors_middleware
 from livegen.api.keys import ASSETS, MANAGER, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     asset_routes.add_routes(app)
     pages.add_routes(app, settings.web_dir())
     app.cleanup_ctx.append(_run_engine)
+    metrics.install(app)
     return app
 
 

@@ -12,6 +12,7 @@ from collections import Counter, deque
 from typing import Any
 
 from livegen.observability.latency import LatencyWindow
+from livegen.observability.metrics import HistogramCounts, LatencyHistogram
 
 RATE_WINDOW_S = 2.0
 
@@ -45,6 +46,10 @@ class StreamStats:
         self.stage_ms: dict[str, LatencyWindow] = {}
         self.notes: Counter[str] = Counter()
         self.node_ms = LatencyWindow()
+        # cumulative since the stream began, for Prometheus; the windows above serve the API
+        self.processing_histogram = LatencyHistogram()
+        self.node_histogram = LatencyHistogram()
+        self.stage_histograms: dict[str, LatencyHistogram] = {}
 
     def frame_in(self) -> None:
         with self._lock:
@@ -62,6 +67,8 @@ class StreamStats:
             self._out_rate.mark(self._clock())
             self.processing_ms.add(processing_ms)
             self.node_ms.add(node_ms)
+            self.processing_histogram.observe(processing_ms)
+            self.node_histogram.observe(node_ms)
             self.over_budget += int(over_budget)
 
     def stages(self, timings_ms: dict[str, float], notes: set[str]) -> None:
@@ -69,7 +76,17 @@ class StreamStats:
         with self._lock:
             for name, ms in timings_ms.items():
                 self.stage_ms.setdefault(name, LatencyWindow()).add(ms)
+                histogram = self.stage_histograms.get(name)
+                if histogram is None:
+                    histogram = self.stage_histograms[name] = LatencyHistogram()
+                histogram.observe(ms)
             self.notes.update(notes)
+
+    def stage_counts(self) -> dict[str, HistogramCounts]:
+        """Each stage's histogram read now (for the metrics collector)."""
+        with self._lock:
+            histograms = list(self.stage_histograms.items())
+        return {name: histogram.read() for name, histogram in histograms}
 
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()

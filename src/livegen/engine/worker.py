@@ -19,6 +19,7 @@ from livegen.effects import Frame
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
 from livegen.media.convert import frame_to_rgb, rgb_to_frame
+from livegen.observability.quality import QualitySampler
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class DeviceWorker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.quality: QualitySampler | None = None
+        """Where every Nth frame goes to be scored (person SSIM, flicker) off this thread."""
 
     @property
     def frame_budget_ms(self) -> float:
@@ -175,3 +178,5 @@ class DeviceWorker:
         )
         if work is not None:
             pipeline.stats.stages(work.timings_ms, work.notes)
+            if self.quality is not None:
+                self.quality.offer(pipeline.name, work.index, work.source, work.rgb, work.mask_rgb)

@@ -20,6 +20,7 @@ from av.video.frame import PictureType
 from livegen.config import OutputSettings
 from livegen.engine.slot import FrameSlot
 from livegen.observability.latency import LatencyWindow
+from livegen.observability.metrics import ByteRate, LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class StreamEncoder:
         self.frames_dropped = 0
         self.keyframes_forced = 0
         self.encode_ms = LatencyWindow()
+        self.encode_histogram = LatencyHistogram()
+        self.bytes_out: dict[str, ByteRate] = {}
+        """Encoded bytes handed to viewers and the bitrate, by codec (for the metrics)."""
 
     def start(self) -> None:
         if self._thread is None:
@@ -233,10 +237,14 @@ class StreamEncoder:
                 if keyframe:
                     self.keyframes_forced += 1
                 if packets:
+                    sent = self.bytes_out.get(encoder.codec) or self.bytes_out.setdefault(encoder.codec, ByteRate())
+                    sent.add(sum(p.size for p in packets))
                     try:
                         self._deliver(encoder.codec, packets)
                     except RuntimeError:  # loop closed: the stream is going away
                         return
             if encoders:
                 self.frames_encoded += 1
-                self.encode_ms.add((time.perf_counter() - started) * 1000.0)
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                self.encode_ms.add(elapsed_ms)
+                self.encode_histogram.observe(elapsed_ms)

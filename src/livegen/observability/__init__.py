@@ -1,1 +1,2 @@
-"""Measurements every layer may record into: latency windows (metrics and samplers come later)."""
+"""Measurements every layer records into: latency windows and histograms (`latency`, `metrics`),
+the Prometheus collector (`metrics`), GPU readings (`gpu`) and sampled output quality (`quality`)."""
