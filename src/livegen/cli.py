@@ -1,4 +1,4 @@
-"""`livegen serve | bench | doctor`: parse arguments, load settings, run."""
+"""`livegen serve | bench | doctor | models`: parse arguments, load settings, run."""
 
 from __future__ import annotations
 
@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="report devices, codecs and settings")
     doctor.add_argument("--config", type=Path)
     doctor.set_defaults(func=cmd_doctor)
+
+    from livegen.diffusion.tools import add_models_arguments, cmd_models
+
+    models = sub.add_parser("models", help="fetch diffusion models into the local cache (the only download)")
+    add_models_arguments(models)
+    models.set_defaults(func=cmd_models)
 
     from livegen.bench import add_arguments
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from livegen.diffusion.settings import DiffusionSettings
 from livegen.errors import ConfigError
 from livegen.resources import bundled_dir
 
@@ -167,6 +168,7 @@ class Settings(_Section):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def web_dir(self) -> Path:

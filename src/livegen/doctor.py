@@ -29,6 +29,9 @@ def report(settings: Settings) -> str:
         except Exception:
             state = "no"
         lines.append(f"encoder     {codec}: {state}")
+    from livegen.diffusion.tools import doctor_lines
+
+    lines += doctor_lines(settings.diffusion)
     lines.append(f"web pages   {settings.web_dir()}")
     lines.append(f"presets     {settings.presets_dir()}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ starts with the app and stops after every session has been closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,9 +15,10 @@ from aiohttp import web
 from livegen.api import assets as asset_routes
 from livegen.api import metrics, pages, streams, webrtc
 from livegen.api.cors import cors_middleware
-from livegen.api.keys import ASSETS, MANAGER, SETTINGS, WORKER
+from livegen.api.keys import ASSETS, GENERATOR, MANAGER, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
 from livegen.config import Settings
+from livegen.diffusion.generator import DiffusionGenerator
 from livegen.effects.base import EffectContext
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
@@ -31,11 +33,14 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
     assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
-    presets = PresetLibrary.from_folder(
-        settings.presets_dir(), settings.engine.default_preset, EffectContext(assets=assets)
-    )
     engine = settings.engine
     worker = DeviceWorker(select_device(engine.device), engine.budget_ms, engine.cpu_threads)
+    # Loads its models on a thread of its own once the app starts; until then (and for good
+    # without a GPU or a model) `generated` backgrounds and `stylize` show their fallbacks.
+    generator = DiffusionGenerator(settings.diffusion, worker.device)
+    presets = PresetLibrary.from_folder(
+        settings.presets_dir(), engine.default_preset, EffectContext(assets=assets, generator=generator)
+    )
     use_host_addresses(settings.rtc.host_addresses)
     use_port_range(settings.rtc.udp_ports)
     offer_rsa_cipher_suites()
@@ -47,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[ASSETS] = assets
     app[WORKER] = worker
+    app[GENERATOR] = generator
     app[MANAGER] = SessionManager(settings, worker, presets)
     webrtc.add_routes(app)
     streams.add_routes(app)
@@ -58,8 +64,10 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _run_engine(app: web.Application) -> AsyncIterator[None]:
-    worker = app[WORKER]
+    worker, generator = app[WORKER], app[GENERATOR]
     worker.start()
+    generator.start()
     yield
     await app[MANAGER].close()
     worker.stop()
+    await asyncio.get_running_loop().run_in_executor(None, generator.close)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from livegen.config import Settings
+from livegen.diffusion.generator import DiffusionGenerator
 from livegen.engine.worker import DeviceWorker
 from livegen.media.assets import AssetStore
 from livegen.rtc.sessions import SessionManager
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", SessionManager)
 WORKER = web.AppKey("worker", DeviceWorker)
 ASSETS = web.AppKey("assets", AssetStore)
+GENERATOR = web.AppKey("generator", DiffusionGenerator)

@@ -4,6 +4,7 @@ e2e (`e2e.py`): publisher → node → viewer latency against a plain aiortc loo
 fanout (`fanout.py`): one publisher, many viewers: node CPU and delivered frame rate per viewer
 count, encode-once against per-viewer encoding, same run.
 pipeline (`pipeline.py`): frames through the engine in this process, per preset: time per stage.
+diffusion (`diffusion.py`): the diffusion stage's device timings (UNet, TAESD, compositing).
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pipeline_arguments(
         scenarios.add_parser("pipeline", help="frames through the engine in-process per preset: time per stage")
     )
+    from livegen.bench.diffusion import add_arguments as add_diffusion_arguments
+
+    add_diffusion_arguments(
+        scenarios.add_parser("diffusion", help="diffusion stage timings per part, sizes, steps and streams")
+    )
 
 
 def run_scenario(args: argparse.Namespace) -> int:
+    if args.scenario == "diffusion":
+        from livegen.bench import diffusion
+
+        return diffusion.run(args)
     if args.scenario == "pipeline":
         from livegen.bench import pipeline
 

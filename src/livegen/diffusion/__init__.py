@@ -1,0 +1,22 @@
+"""The diffusion stage: prompt-conditioned background generation and stylization.
+
+Built from diffusers components (a `UNet2DConditionModel` of the sd-turbo / SD 2.1 or SD 1.5 +
+LCM class, TAESD as `AutoencoderTiny`, the CLIP text encoder) driven by livegen's own few-step
+img2img loop with a StreamDiffusion-style denoising batch. Modules, in the order a frame meets
+them:
+
+- `settings`: the `diffusion` settings section (model, TAESD, compile / CUDA graphs switches).
+- `params`: what a stream may ask for (strength, steps, seed, size, filters), validated.
+- `models`: finding a model in a local folder or the Hugging Face cache, offline; loading it.
+- `schedule`: few-step timesteps from a numeric strength, and the per-step coefficients.
+- `prompts`: prompt embeddings cached and encoded off the frame path, swapped in atomically.
+- `similarity`: skipping frames that are nearly the same as the last one processed.
+- `stream`: one stream's denoising batch (fixed seeded noise, in-flight latents).
+- `engine`: the models on a device; one UNet call for every stream with a frame ready.
+- `generator`: `DiffusionGenerator`, the node's `BackgroundGenerator` (background / scene modes).
+- `stylize`: the `stylize` effect (the whole frame through the diffusion stage).
+- `tiny`: random-weight models of the real classes (tests, the CPU bench, the GPU bench).
+- `tools`: `livegen models pull` and the `livegen doctor` lines.
+
+Heavy imports (diffusers, transformers) happen only when a model is loaded or built.
+"""

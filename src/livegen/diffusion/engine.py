@@ -1,0 +1,349 @@
+"""`DiffusionEngine`: the models on one device, and one UNet call for every stream's frame.
+
+The engine belongs to the device worker's thread (the one that owns the device), except the
+text encoder, which the prompt bank runs on its own thread — on CUDA on its own CUDA stream, so
+encoding a prompt overlaps the frame path instead of queueing in it.
+
+Frames from several streams are batched: `submit()` queues a stream's frame, `collect()` runs
+everything queued — one TAESD encode, one UNet call per latent size (all streams' in-flight
+slots concatenated, each row with its own timestep and prompt embeddings), one TAESD decode —
+and hands back this stream's output. A worker that calls every stream's `submit()` before the
+first `collect()` (the effects' prepare / apply split) gets cross-stream batches; one that
+does not still gets correct single-stream frames.
+
+On CUDA the models run in fp16 and channels-last; `torch.compile` and CUDA graphs are opt-in
+and fall back to eager when they fail, and `path` says what actually runs. On the CPU the same
+code runs in fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from livegen.diffusion.models import DiffusionModels
+from livegen.diffusion.params import GenerationParams
+from livegen.diffusion.prompts import PromptBank
+from livegen.diffusion.schedule import NoiseSchedule, StepCoefficients, stream_timesteps
+from livegen.diffusion.stream import LATENT_SCALE, DiffusionStream, Ticket, stream_noise
+
+log = logging.getLogger(__name__)
+
+UnetCall = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class CudaGraphUnet:
+    """The UNet replayed from a CUDA graph captured once per input shape; static buffers in,
+    a static buffer out (copied by the caller's arithmetic before the next replay)."""
+
+    def __init__(self, call: UnetCall, warmups: int = 2):
+        self._call = call
+        self._warmups = warmups
+        self._graphs: dict[tuple[Any, ...], tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), tuple(emb.shape), x.dtype)
+        entry = self._graphs.get(key)
+        if entry is None:
+            static = (x.clone(), t.clone(), emb.clone())
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self._warmups):  # lazy init (cuDNN plans, allocator) outside the capture
+                    self._call(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread-local: the prompt thread may launch text-encoder work meanwhile
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                out = self._call(*static)
+            entry = (graph, static, out)
+            self._graphs[key] = entry
+        graph, (sx, st, se), out = entry
+        sx.copy_(x)
+        st.copy_(t)
+        se.copy_(emb)
+        graph.replay()
+        return out
+
+    @property
+    def shapes(self) -> int:
+        return len(self._graphs)
+
+
+class DiffusionEngine:
+    def __init__(
+        self,
+        models: DiffusionModels,
+        device: torch.device,
+        *,
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+        channels_last: bool = True,
+        max_batch: int = 8,
+        prompt_cache: int = 64,
+        profile: bool = False,
+    ):
+        self.models = models
+        self.device = device
+        self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        self.max_batch = max_batch
+        self.profile = profile
+        """Synchronise around each part so `timings_ms` are true device times (benchmarks only)."""
+        self.schedule = NoiseSchedule.from_config(models.scheduler_config)
+        self.latent_channels = models.latent_channels
+        self.channels_last = channels_last and device.type == "cuda"
+        for module in (models.unet, models.vae, models.text_encoder):
+            weight = next(module.parameters())
+            if weight.device != device or weight.dtype != self.dtype:  # load() already placed them
+                module.to(device=device, dtype=self.dtype)
+            module.eval().requires_grad_(False)
+        if self.channels_last:
+            models.unet.to(memory_format=torch.channels_last)
+            models.vae.to(memory_format=torch.channels_last)
+        self._prompt_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.prompts = PromptBank(self._encode_prompt, prompt_cache)
+        self._pending: list[Ticket] = []
+        self.timings_ms: dict[str, float] = {}
+        """Time of each part of the last `flush()` (device times only when `profile`)."""
+        self.unet_calls = 0
+        self.fallbacks: list[str] = []
+        """Why an opt-in speed-up is not running (each a sentence), for doctor and metrics."""
+        self._compile_requested = compile
+        self._graphs_requested = cuda_graphs
+        self._unet: UnetCall = self._eager_unet
+        self._mode = "eager"
+        if compile:
+            self._try_compile()
+        if cuda_graphs:
+            if device.type != "cuda":
+                self.fallbacks.append("CUDA graphs need a CUDA device; running without")
+            else:
+                self._unet = CudaGraphUnet(self._unet)
+                self._mode += "+cudagraph"
+
+    # ---- what runs -----------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """What actually runs, e.g. `cuda fp16 channels-last compiled+cudagraph` or `cpu fp32 eager`."""
+        dtype = str(self.dtype).removeprefix("torch.").replace("float", "fp")
+        layout = " channels-last" if self.channels_last else ""
+        return f"{self.device.type} {dtype}{layout} {self._mode}"
+
+    def _eager_unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.models.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+    def _try_compile(self) -> None:
+        try:
+            self._unet = torch.compile(self._eager_unet, fullgraph=False, dynamic=False)
+            self._mode = "compiled"
+        except Exception as exc:
+            self._fall_back(f"torch.compile failed ({type(exc).__name__}: {exc}); running eager")
+
+    def _fall_back(self, reason: str) -> None:
+        log.warning("diffusion: %s", reason)
+        self.fallbacks.append(reason)
+        self._unet = self._eager_unet
+        self._mode = "eager"
+
+    def _call_unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        self.unet_calls += 1
+        if self._unet is self._eager_unet:
+            return self._eager_unet(x, t, emb)
+        try:
+            return self._unet(x, t, emb)
+        except Exception as exc:  # a compile or capture failure shows on first use of a shape
+            self._fall_back(f"{self._mode} UNet failed ({type(exc).__name__}: {exc}); running eager")
+            return self._eager_unet(x, t, emb)
+
+    def warmup(self, size: tuple[int, int] = (512, 512), batch_sizes: tuple[int, ...] = (1,)) -> float:
+        """Run the UNet and TAESD once per batch size at `size` (compiles / captures now, not on
+        a viewer's first frame); seconds taken. A failing speed-up falls back here."""
+        started = time.perf_counter()
+        width, height = size
+        emb = torch.zeros(1, 77, self.models.embedding_dim, device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            for batch in batch_sizes:
+                x = torch.zeros(batch, self.latent_channels, height // LATENT_SCALE, width // LATENT_SCALE,
+                                device=self.device, dtype=self.dtype)
+                t = torch.full((batch,), 500, device=self.device, dtype=torch.long)
+                self._call_unet(x, t, emb.expand(batch, -1, -1))
+                self.decode(self.encode(torch.zeros(batch, 3, height, width, device=self.device, dtype=self.dtype)))
+        self._sync()
+        return time.perf_counter() - started
+
+    # ---- parts ---------------------------------------------------------------------------
+    def _encode_prompt(self, prompt: str) -> torch.Tensor:
+        tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
+        length = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
+        ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+        if self._prompt_stream is None:
+            return encoder(ids.to(self.device))[0]
+        with torch.cuda.stream(self._prompt_stream):
+            embeddings = encoder(ids.to(self.device, non_blocking=True))[0]
+        self._prompt_stream.synchronize()  # ready for any stream once this returns
+        return embeddings
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) in [0, 1] → latents (B, C, h/8, w/8), scaled as the UNet expects them."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        latents = self.models.vae.encode(images.mul(2.0).sub(1.0), return_dict=False)[0]
+        return latents * self.models.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → (B, 3, h, w) in [0, 1]."""
+        images = self.models.vae.decode(latents / self.models.vae.config.scaling_factor, return_dict=False)[0]
+        return images.add(1.0).div(2.0).clamp(0.0, 1.0)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _timed(self, part: str, started: float) -> float:
+        if self.profile:
+            self._sync()
+        now = time.perf_counter()
+        self.timings_ms[part] = self.timings_ms.get(part, 0.0) + (now - started) * 1000.0
+        return now
+
+    # ---- streams -------------------------------------------------------------------------
+    def open_stream(self, params: GenerationParams, prompt: str, name: str = "stream") -> DiffusionStream:
+        return DiffusionStream(self, params, prompt, name)
+
+    def forget(self, stream: DiffusionStream) -> None:
+        self._pending = [t for t in self._pending if t.stream is not stream]
+
+    def submit(self, stream: DiffusionStream, image: torch.Tensor) -> Ticket:
+        ticket = Ticket(stream, image)
+        self._pending.append(ticket)
+        return ticket
+
+    def collect(self, ticket: Ticket) -> torch.Tensor | None:
+        """`ticket`'s output, running everything queued first if it has not run yet."""
+        if not ticket.done:
+            self.flush()
+        return ticket.output
+
+    def flush(self) -> None:
+        """Run every queued frame: TAESD encode, batched UNet, TAESD decode."""
+        tickets, self._pending = self._pending, []
+        self.timings_ms = {}
+        ready: list[tuple[Ticket, torch.Tensor]] = []
+        for ticket in tickets:
+            embeddings = ticket.stream.conditioning.current()
+            if embeddings is None:  # the prompt's first embeddings are still being encoded
+                ticket.done = True
+                ticket.notes.add("diffusion_prompt_pending")
+                continue
+            ready.append((ticket, embeddings))
+        if not ready:
+            return
+        with torch.inference_mode():
+            started = time.perf_counter()
+            groups: dict[tuple[int, ...], list[tuple[Ticket, torch.Tensor]]] = {}
+            for ticket, embeddings in ready:
+                groups.setdefault(tuple(ticket.image.shape), []).append((ticket, embeddings))  # type: ignore[union-attr]
+            latents: dict[int, torch.Tensor] = {}
+            for group in groups.values():
+                encoded = self.encode(torch.stack([t.image for t, _ in group]))  # type: ignore[misc]
+                for row, (ticket, _) in enumerate(group):
+                    latents[id(ticket)] = encoded[row : row + 1]
+            started = self._timed("taesd_encode", started)
+            finals: list[tuple[Ticket, torch.Tensor]] = []
+            for group in groups.values():
+                finals += self._denoise_group([(t, e, latents[id(t)]) for t, e in group])
+            started = self._timed("unet", started)
+            by_shape: dict[tuple[int, ...], list[tuple[Ticket, torch.Tensor]]] = {}
+            for ticket, latent in finals:
+                by_shape.setdefault(tuple(latent.shape), []).append((ticket, latent))
+            for group in by_shape.values():
+                images = self.decode(torch.cat([latent for _, latent in group]))
+                for row, (ticket, _) in enumerate(group):
+                    ticket.output = images[row]
+                    ticket.stream.last_output = ticket.output
+                    ticket.stream.frames_denoised += 1
+                    ticket.done = True
+            self._timed("taesd_decode", started)
+
+    def _denoise_group(self, items: list[tuple[Ticket, torch.Tensor, torch.Tensor]]) -> list[tuple[Ticket, torch.Tensor]]:
+        """One UNet call (split at `max_batch` rows) for streams whose latents share a size."""
+        rows_x, rows_t, rows_e, spans = [], [], [], []
+        for ticket, embeddings, latent in items:
+            stream = ticket.stream
+            c, noise = stream.coefficients, stream.noise
+            assert c is not None and noise is not None
+            if stream.last_latent is not None and stream.params.feedback > 0:
+                latent = torch.lerp(latent, stream.last_latent, stream.params.feedback)
+            first = c.noised(latent, noise[0:1], slice(0, 1))
+            if stream.inflight is None and stream.params.steps > 1:
+                stream.inflight = self._prime(first, embeddings, c, noise)
+                stream.primes += 1
+            batch = first if stream.inflight is None else torch.cat([first, stream.inflight])
+            rows_x.append(batch)
+            rows_t.append(c.timesteps)
+            rows_e.append(embeddings.expand(batch.shape[0], -1, -1))
+            spans.append(batch.shape[0])
+        x, t, e = torch.cat(rows_x), torch.cat(rows_t), torch.cat(rows_e)
+        outputs = [
+            self._call_unet(x[i : i + self.max_batch], t[i : i + self.max_batch], e[i : i + self.max_batch])
+            for i in range(0, x.shape[0], self.max_batch)
+        ]
+        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        finals, offset = [], 0
+        for (ticket, _, _), span in zip(items, spans, strict=True):
+            stream = ticket.stream
+            c, noise = stream.coefficients, stream.noise
+            assert c is not None and noise is not None
+            clean = c.clean(x[offset : offset + span], output[offset : offset + span])
+            offset += span
+            if span > 1:  # every slot but the last moves one step on, re-noised with the stream's noise
+                stream.inflight = c.noised(clean[:-1], noise[1:], slice(1, None))
+            final = clean[-1:]
+            if stream.last_latent is not None and stream.params.smoothing > 0:
+                final = torch.lerp(final, stream.last_latent, stream.params.smoothing)
+            stream.last_latent = final
+            finals.append((ticket, final))
+        return finals
+
+    def _prime(
+        self, first: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Slots 1 … steps−1 filled with the first frame at those steps (one UNet call each)."""
+        states, x = [], first
+        for k in range(noise.shape[0] - 1):
+            clean = c.clean(x, self._call_unet(x, c.timesteps[k : k + 1], embeddings), slice(k, k + 1))
+            x = c.noised(clean, noise[k + 1 : k + 2], slice(k + 1, k + 2))
+            states.append(x)
+        return torch.cat(states)
+
+    def denoise(
+        self, latent: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """A clean latent from `latent` through every step one at a time: the reference that
+        the stream batch must match, and the way a still scene is made."""
+        x = c.noised(latent, noise[0:1], slice(0, 1))
+        steps = noise.shape[0]
+        for k in range(steps):
+            clean = c.clean(x, self._call_unet(x, c.timesteps[k : k + 1], embeddings), slice(k, k + 1))
+            if k + 1 < steps:
+                x = c.noised(clean, noise[k + 1 : k + 2], slice(k + 1, k + 2))
+        return clean
+
+    def generate_still(self, embeddings: torch.Tensor, size: tuple[int, int], steps: int, seed: int) -> torch.Tensor:
+        """Text-to-image: (3, h, w) in [0, 1] at `size` from pure noise (strength 1)."""
+        width, height = size
+        c = self.schedule.coefficients(stream_timesteps(1.0, steps, self.schedule.train_steps), self.device, self.dtype)
+        shape = (steps, self.latent_channels, height // LATENT_SCALE, width // LATENT_SCALE)
+        noise = stream_noise(seed, shape).to(self.device, self.dtype)
+        with torch.inference_mode():
+            clean = self.denoise(torch.zeros_like(noise[0:1]), embeddings, c, noise)
+            return self.decode(clean)[0]
+
+    def close(self) -> None:
+        self._pending = []
+        self.prompts.close()

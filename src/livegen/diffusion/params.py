@@ -1,0 +1,68 @@
+"""What one stream may ask of the diffusion stage, validated before any device work.
+
+`GenerationParams` are shared by the `generated` background (through
+`DiffusionGenerator.scene`) and the `stylize` effect, so both speak the same parameter names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from livegen.effects.base import EffectParams
+from livegen.errors import Unprocessable
+
+
+class GenerationParams(EffectParams):
+    prompt2: str | None = Field(None, max_length=1000)
+    """A second prompt blended with the first by `prompt_weight` (0: only the first)."""
+    prompt_weight: float = Field(0.0, ge=0.0, le=1.0)
+    strength: float = Field(0.5, gt=0.0, le=1.0)
+    """How far each frame is pushed from the camera picture: 1.0 ignores it, small values keep
+    its layout. Mapped to the model's timesteps by `schedule.stream_timesteps`."""
+    steps: int = Field(2, ge=1, le=4)
+    """Denoising steps per frame; the output comes `steps - 1` frames after its input."""
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed2: int | None = Field(None, ge=0, le=2**31 - 1)
+    """A second noise seed blended with `seed` by `seed_weight`."""
+    seed_weight: float = Field(0.0, ge=0.0, le=1.0)
+    size: int = Field(512, ge=64, le=1024)
+    """Long side of the picture the model works on, in pixels; the short side follows the
+    frame's aspect. Both are rounded to multiples of 8 (one latent pixel)."""
+    feedback: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the previous output latent mixed into each new frame's latent (steadier, laggier)."""
+    smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the previous output latent kept in each new one (an EMA against flicker)."""
+    similarity: float = Field(0.98, ge=0.0, le=1.0)
+    """Frames at least this similar to the last processed one reuse its output; 1.0: never skip."""
+    max_skip: int = Field(10, ge=0, le=1000)
+    """At most this many frames in a row are skipped as similar."""
+
+    @model_validator(mode="after")
+    def _blends(self) -> GenerationParams:
+        if self.prompt_weight > 0 and not self.prompt2:
+            raise ValueError("prompt_weight > 0 needs prompt2")
+        if self.seed_weight > 0 and self.seed2 is None:
+            raise ValueError("seed_weight > 0 needs seed2")
+        return self
+
+
+class SceneParams(GenerationParams):
+    """Parameters of a generated background (`DiffusionGenerator.scene`)."""
+
+    mode: Literal["background", "scene"] = "background"
+    """background: img2img on every camera frame; scene: one still per prompt, reused."""
+
+
+def validate(model: type[EffectParams], raw: Mapping[str, Any], owner: str) -> Any:
+    """`raw` as `model`, or `Unprocessable` naming every bad field under `owner`."""
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or owner, "message": e["msg"]} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{owner}.{e['field']}: {e['message']}" for e in errors)
+        raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None

@@ -1,0 +1,127 @@
+"""The diffusion stage's command-line pieces: `livegen models pull ID` and `livegen doctor` lines.
+
+`pull` is the one place livegen downloads a model, and only when a user asks for it: it fills
+the Hugging Face cache with the parts the engine loads (configs, tokenizer, half-precision
+weights where the repository has them), so a node configured with that id then finds it offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from livegen.diffusion.models import COMPONENTS, MissingModel, ModelSpec, hub_cache, locate
+
+WANTED = (*[f"{name}/*.json" for name in COMPONENTS], "tokenizer/*.txt", "model_index.json", "*.json")
+
+
+def _weight_patterns(files: list[str]) -> list[str]:
+    """The weights to fetch: per part the engine loads, the fp16 safetensors when present, else
+    the plain ones. Single-file checkpoints at the top and the full VAE (TAESD replaces it) stay
+    behind: they are gigabytes the node never reads."""
+    patterns = []
+    for part in COMPONENTS:
+        here = [f for f in files if f.startswith(part + "/") and f.count("/") == 1 and f.endswith(".safetensors")]
+        patterns += [f for f in here if ".fp16." in f] or here
+    return patterns
+
+
+def pull(model_id: str, cache_dir: Path | None = None, log=print) -> Path:
+    """Download `model_id` into the Hugging Face cache (network!); its local folder."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    files = HfApi().list_repo_files(model_id)
+    patterns = [*WANTED, *_weight_patterns(files)]
+    log(f"pulling {model_id} into {hub_cache(cache_dir)} ({len(patterns)} patterns)")
+    return Path(snapshot_download(model_id, cache_dir=cache_dir, allow_patterns=patterns))
+
+
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """`livegen models pull ID [--cache-dir DIR] [--no-taesd]`."""
+    commands = parser.add_subparsers(dest="models_command", required=True, metavar="command")
+    pull_parser = commands.add_parser("pull", help="download a diffusion model into the Hugging Face cache")
+    pull_parser.add_argument("model_id", help="Hugging Face id, e.g. stabilityai/sd-turbo")
+    pull_parser.add_argument("--taesd", default="madebyollin/taesd", help="tiny autoencoder to pull too ('' for none)")
+    pull_parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: the hub's)")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.models_command != "pull":
+        return 2
+    try:
+        for model_id in filter(None, (args.model_id, args.taesd)):
+            folder = pull(model_id, args.cache_dir)
+            print(f"{model_id}: {folder}")
+        if args.taesd is not None:
+            locate(ModelSpec(args.model_id, args.taesd or None, args.cache_dir))
+    except MissingModel as exc:
+        print(f"livegen models pull: downloaded, but the model is incomplete: {exc.detail}")
+        return 1
+    except Exception as exc:  # network, unknown repository, gated model …
+        print(f"livegen models pull: {type(exc).__name__}: {exc}")
+        return 1
+    print("done: set diffusion.model to the id (the node finds it offline)")
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+
+
+def nvml_line() -> str:
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        return "not installed (pip install nvidia-ml-py for GPU utilisation and memory metrics)"
+    try:
+        pynvml.nvmlInit()
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            count = pynvml.nvmlDeviceGetCount()
+            names = []
+            for index in range(count):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                name = pynvml.nvmlDeviceGetName(handle)
+                names.append(f"{name.decode() if isinstance(name, bytes) else name} ({memory.total / 2**30:.0f} GiB)")
+            driver = driver.decode() if isinstance(driver, bytes) else driver
+            return f"driver {driver}: " + (", ".join(names) or "no GPUs")
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__}: {exc})"
+
+
+def doctor_lines(settings: Any, generator: Any | None = None) -> list[str]:
+    """`livegen doctor` lines for the diffusion stage; `settings` is the `diffusion` section."""
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    lines = [
+        f"nvml        {nvml_line()}",
+        f"diffusers   {version('diffusers')}, transformers {version('transformers')}",
+        f"diffusion   {'enabled' if settings.enabled else 'disabled'}; model {settings.model}; "
+        f"TAESD {settings.taesd or '(from the model vae/)'}; compile {settings.compile}, "
+        f"CUDA graphs {settings.cuda_graphs}; allow_cpu {settings.allow_cpu}",
+        f"hf cache    {hub_cache(settings.cache_dir)} (offline: nothing is downloaded at run time)",
+    ]
+    try:
+        folders = locate(ModelSpec.from_settings(settings))
+    except MissingModel as exc:
+        lines.append(f"model       MISSING: {exc.detail}")
+    else:
+        sizes = folders.sizes()
+        parts = ", ".join(f"{name} {_mib(size)}" for name, size in sizes.items())
+        lines.append(f"model       found at {folders.root}: {parts}; total {_mib(sum(sizes.values()))}")
+        lines.append(f"taesd       {folders.taesd}{' (the model vae/)' if folders.taesd_inside else ''}")
+    if generator is not None:
+        state = generator.describe()
+        lines.append(f"diffusion   path {state['path'] or '–'}; reason off: {state['reason'] or 'none'}"
+                     + (f"; fallbacks: {'; '.join(state['fallbacks'])}" if state["fallbacks"] else ""))
+    return lines
