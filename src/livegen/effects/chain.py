@@ -24,15 +24,24 @@ class EffectChain:
 
     def run(self, frame: Frame) -> None:
         """prepare() every effect, then apply() each in order; time each effect."""
-        started: dict[int, float] = {}
-        for index, effect in enumerate(self.effects):
+        self.prepare(frame)
+        self.finish(frame)
+
+    def prepare(self, frame: Frame) -> None:
+        """Every effect's prepare(): work that may overlap (a CPU model, a batched GPU call).
+        The worker prepares every stream's frame before it finishes any, so streams that share
+        a model can share a call."""
+        for effect in self.effects:
             t0 = time.perf_counter()
             effect.prepare(frame)
-            started[index] = time.perf_counter() - t0
-        for index, effect in enumerate(self.effects):
+            frame.timings_ms[effect.name] = frame.timings_ms.get(effect.name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    def finish(self, frame: Frame) -> None:
+        """Every effect's apply(), in order; its time is added to what its prepare() took."""
+        for effect in self.effects:
             t0 = time.perf_counter()
             effect.apply(frame)
-            frame.timings_ms[effect.name] = (started[index] + time.perf_counter() - t0) * 1000.0
+            frame.timings_ms[effect.name] = frame.timings_ms.get(effect.name, 0.0) + (time.perf_counter() - t0) * 1e3
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
         """The chain on a lone image (tests, tools): a fresh frame, the resulting image."""

@@ -12,16 +12,28 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
-from livegen.effects import Frame
+from livegen.effects import EffectChain, Frame
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
 from livegen.media.convert import frame_to_rgb, rgb_to_frame
 from livegen.observability.quality import QualitySampler
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    """One stream's frame within a round of the worker."""
+
+    pipeline: StreamPipeline
+    item: InputFrame
+    chain: EffectChain
+    started: float
+    work: Frame | None = None
 
 RECENT_WEIGHT = 0.2  # of the newest frame in a stream's running processing-time average
 PROCESSING_SHARE = 0.5  # of the end-to-end budget that processing may take before effects shed work
@@ -121,47 +133,64 @@ class DeviceWorker:
             while not self._stopping.is_set():
                 self._wake.clear()
                 self._close_retired()
-                worked = False
-                for pipeline in self._pipelines:
-                    item = pipeline.slot.take()
-                    if item is not None:
-                        self._process(pipeline, item)
-                        worked = True
-                if not worked:
+                taken = [(p, item) for p in self._pipelines if (item := p.slot.take()) is not None]
+                if taken:
+                    self._process(taken)
+                else:
                     self._wake.wait(0.5)
             for pipeline in self._pipelines:
                 pipeline.set_chain(None)
             self._close_retired()
 
-    def _process(self, pipeline: StreamPipeline, item: InputFrame) -> None:
+    def _process(self, taken: list[tuple[StreamPipeline, InputFrame]]) -> None:
+        """One round: every stream's frame is converted and prepared, then each is finished
+        and emitted. Preparing all first lets streams that share a model share its calls."""
+        jobs = [job for pipeline, item in taken if (job := self._begin(pipeline, item)) is not None]
+        for job in jobs:
+            self._finish(job)
+
+    def _failed(self, pipeline: StreamPipeline, chain: EffectChain) -> None:
+        pipeline.stats.drop("effect_error")
+        if pipeline.failed_chain is not chain:
+            pipeline.failed_chain = chain
+            log.exception("[%s] preset %s failed on a frame", pipeline.name, chain.preset)
+
+    def _begin(self, pipeline: StreamPipeline, item: InputFrame) -> _Job | None:
         started = time.perf_counter()
         chain = pipeline.chain  # one read: a swap lands between frames
         if chain is None:
-            return
-        work: Frame | None = None
+            return None
+        job = _Job(pipeline, item, chain, started)
+        if not chain.touches_pixels:
+            return job
         try:
-            if chain.touches_pixels:
-                work = Frame(
-                    pipeline.next_index(),
-                    rgb=frame_to_rgb(item.frame),
-                    device=self.device,
-                    dtype=self.dtype,
-                    pool=self.pool,
-                    over_budget=pipeline.recent_ms > self.frame_budget_ms,
-                )
-                converted = time.perf_counter()
-                chain.run(work)
+            job.work = Frame(
+                pipeline.next_index(),
+                rgb=frame_to_rgb(item.frame),
+                device=self.device,
+                dtype=self.dtype,
+                pool=self.pool,
+                over_budget=pipeline.recent_ms > self.frame_budget_ms,
+            )
+            job.work.timings_ms["convert_in"] = (time.perf_counter() - started) * 1000.0
+            chain.prepare(job.work)
+        except Exception:
+            self._failed(pipeline, chain)
+            return None
+        return job
+
+    def _finish(self, job: _Job) -> None:
+        pipeline, item, chain, work, started = job.pipeline, job.item, job.chain, job.work, job.started
+        try:
+            if work is not None:
+                chain.finish(work)
                 ran = time.perf_counter()
                 frame = rgb_to_frame(work.rgb, like=item.frame)
-                work.timings_ms["convert_in"] = (converted - started) * 1000.0
                 work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0
             else:
                 frame = item.frame
         except Exception:
-            pipeline.stats.drop("effect_error")
-            if pipeline.failed_chain is not chain:
-                pipeline.failed_chain = chain
-                log.exception("[%s] preset %s failed on a frame", pipeline.name, chain.preset)
+            self._failed(pipeline, chain)
             return
         done = time.perf_counter()
         processing_ms = (done - started) * 1000.0
