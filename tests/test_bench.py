@@ -133,3 +133,23 @@ def test_pipeline_names_an_unknown_preset(tmp_path, capsys):
     assert code == 2
     assert "nosuch" in capsys.readouterr().out
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_compare_and_the_readme_table_come_from_recorded_results(tmp_path, capsys):
+    args = ["bench", "pipeline", "--width", "160", "--height", "96", "--fps", "10", "--seconds", "1",
+            "--warmup", "0.2", "--presets", "grayscale", "--output", str(tmp_path)]
+    assert run_scenario(build_parser().parse_args(args)) == 0
+    old = tmp_path / "old.json"
+    (tmp_path / "pipeline-presets-160x96.json").rename(old)
+    assert run_scenario(build_parser().parse_args([*args, "--compare", str(old)])) == 0
+    out = capsys.readouterr().out
+    assert "compared with the run of" in out and "presets.grayscale.processing_ms.p95" in out
+
+    from livegen.bench.report import refresh_summary
+
+    readme = tmp_path / "PROJECT.md"
+    readme.write_text("# x\n<!-- livegen-bench:summary:begin -->\nstale\n<!-- livegen-bench:summary:end -->\nkept\n")
+    assert refresh_summary(readme, tmp_path) == readme
+    text = readme.read_text()
+    assert "stale" not in text and "kept" in text
+    assert "| pipeline | grayscale 160×96@10 |" in text and "pipeline-presets-160x96.json" in text

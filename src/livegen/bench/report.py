@@ -450,3 +450,101 @@ def comparison(old: dict[str, Any], new: dict[str, Any]) -> str:
             change = f"{b - a:+.{decimals}f}" + (f" ({(b - a) / a:+.0%})" if a else "")
         rows.append((label, show(a), show(b), change))
     return "\n".join(lines + _aligned(rows))
+
+
+# ---- any scenario: comparison and the top-level README summary -------------------------------
+COMPARED_LEAF = re.compile(r"(^|_)(p50|p95|p99|mean|fps|pct)(_|$)|fps")
+
+
+def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    """Every numeric leaf of a result that is a latency, a rate or a CPU share, by its path."""
+    found: dict[str, float] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ("machine", "options", "node_stats"):
+                continue
+            found.update(_numbers(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            label = value.get("mode", "") + "/" + str(value.get("size", "")) if isinstance(value, dict) else ""
+            found.update(_numbers(value, f"{prefix}[{index}{' ' + label if label.strip('/') else ''}]"))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        if COMPARED_LEAF.search(prefix.rsplit(".", 1)[-1]):
+            found[prefix] = float(data)
+    return found
+
+
+def compare_results(old: dict[str, Any], new: dict[str, Any], limit: int = 60) -> str:
+    """How `new` differs from `old` (any scenario): every latency, rate and CPU figure both have."""
+    lines = [f"compared with the run of {old.get('date_utc', '?')} ({old.get('command', '?')}):"]
+    if old.get("scenario") != new.get("scenario"):
+        return lines[0] + f"\n  not comparable: {old.get('scenario')} vs {new.get('scenario')}"
+    if old.get("options") != new.get("options"):
+        lines.append("  note: the options differ, so the numbers are not like for like")
+    a, b = _numbers(old), _numbers(new)
+    rows: list[tuple[str, ...]] = [("", "old", "new", "change")]
+    for key in [k for k in b if k in a][:limit]:
+        x, y = a[key], b[key]
+        change = f"{y - x:+.1f}" + (f" ({(y - x) / x:+.0%})" if x else "")
+        rows.append((key, f"{x:.1f}", f"{y:.1f}", change))
+    if len(rows) == 1:
+        return lines[0] + "\n  nothing in common to compare"
+    return "\n".join(lines + _aligned(rows))
+
+
+def _when(result: dict[str, Any]) -> str:
+    m = result.get("machine") or {}
+    where = m.get("gpu") or f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+    return f"{where}; {str(result.get('date_utc', '?'))[:10]}"
+
+
+def summary_section(folder: Path) -> str:
+    """The README's performance table: the headline numbers of every committed result."""
+    rows = ["| scenario | case | result | machine; date | file |", "|---|---|---|---|---|"]
+
+    def row(scenario: str, case: str, text: str, result: dict[str, Any], name: str) -> None:
+        rows.append(f"| {scenario} | {case} | {text} | {_when(result)} | [{name}](bench/results/{name}) |")
+
+    for name, r in load_results(folder, "e2e"):
+        o, added, n = r["options"], r["added_latency_ms"], r["node"]
+        row("e2e", f"{o['preset']} {o['width']}×{o['height']}@{o['fps']:g}",
+            f"node adds {_signed(added['p50'])} / {_signed(added['p95'])} ms p50 / p95; {_fps(n['delivered_fps'])} fps",
+            r, name)
+    for name, r in load_results(folder, "fanout"):
+        once = r["modes"]["encode_once"]
+        last = once["steps"][-1]
+        each = r["modes"].get("per_viewer", {}).get("steps", [{}])[-1]
+        row("fanout", f"{r['options']['preset']}, {_viewers(last)} viewers",
+            f"encode-once {_fps(last['fps_per_viewer']['median'])} fps per viewer, "
+            f"{_num(once['cpu_per_10_viewers_pct'])} % of a core per 10 viewers; per-viewer encoding "
+            f"{_fps((each.get('fps_per_viewer') or {}).get('median'))} fps", r, name)
+    for name, r in load_results(folder, "pipeline"):
+        o = r["options"]
+        for preset, p in r["presets"].items():
+            q = p["processing_ms"]
+            row("pipeline", f"{preset} {o['width']}×{o['height']}@{o['fps']:g}",
+                f"{_fps(p['fps_out'])} fps; processing p50 / p95 / p99 {_ms(q['p50'])} / {_ms(q['p95'])} / "
+                f"{_ms(q['p99'])} ms", r, name)
+    for name, r in load_results(folder, "diffusion"):
+        for case in r.get("cases", []):
+            if case.get("streams") not in (1, 4) or case.get("skipped"):
+                continue
+            total = (case.get("parts_ms") or {}).get("total") or {}
+            row("diffusion", f"{r.get('architecture')} {case['mode']} {case['size']}, {case['steps']} step(s), "
+                f"{case['streams']} stream(s)",
+                f"{_fps(case.get('fps_per_stream'))} fps per stream; p50 / p95 {_ms(total.get('p50'))} / "
+                f"{_ms(total.get('p95'))} ms", r, name)
+    return "\n".join(rows) + "\n"
+
+
+def refresh_summary(readme: Path, folder: Path) -> Path | None:
+    """Regenerate the marked performance table of the project README from `folder`."""
+    if not readme.is_file():
+        return None
+    begin, end = "<!-- livegen-bench:summary:begin -->", "<!-- livegen-bench:summary:end -->"
+    text = readme.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        return None
+    head, rest = text.split(begin, 1)
+    readme.write_text(head + begin + "\n" + summary_section(folder) + end + rest.split(end, 1)[1], encoding="utf-8")
+    return readme
