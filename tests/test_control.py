@@ -104,6 +104,12 @@ async def test_patch_changes_the_chain_live_without_a_stall(live_node):
     code, _, text = await request(live_node, "PATCH", "/api/streams/cam", json={"params": {"grayscale": {"amount": 0.25}}})
     assert code == 200 and stream.spec.effects[0].params == {"amount": 0.25}
     before = stream.pipeline.chain
+    # a parameter change is applied to the running effect in place, between two frames
+    code, _, text = await request(live_node, "PATCH", "/api/streams/cam", json={"params": {"grayscale": {"amount": 0.75}}})
+    assert code == 200 and json.loads(text)["effects"][0]["params"] == {"amount": 0.75}
+    await (await viewer.video()).recv()
+    await (await viewer.video()).recv()
+    assert stream.pipeline.chain is before and before.effects[0].params.amount == 0.75
     for body, field in (
         ({"params": {"grayscale": {"amount": 7}}}, "amount"),
         ({"params": {"edges": {"strength": 1}}}, "params.edges"),

@@ -151,9 +151,10 @@ class Effect:
         self.context = context or EffectContext()
 
     @classmethod
-    def create(cls, raw: Mapping[str, Any] | None = None, context: EffectContext | None = None) -> Effect:
+    def validate(cls, raw: Mapping[str, Any] | None = None) -> EffectParams:
+        """`raw` checked against `Params`; `Unprocessable` naming each bad field."""
         try:
-            params = cls.Params.model_validate(dict(raw or {}))
+            return cls.Params.model_validate(dict(raw or {}))
         except ValidationError as exc:
             errors = [
                 {"field": ".".join(str(p) for p in e["loc"]) or cls.name, "message": e["msg"]}
@@ -161,7 +162,21 @@ class Effect:
             ]
             detail = "; ".join(f"{cls.name}.{e['field']}: {e['message']}" for e in errors)
             raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None
-        return cls(params, context)
+
+    @classmethod
+    def create(cls, raw: Mapping[str, Any] | None = None, context: EffectContext | None = None) -> Effect:
+        return cls(cls.validate(raw), context)
+
+    def retunable(self, params: EffectParams) -> bool:
+        """Whether this instance can switch to `params` in place (`retune`), keeping its state
+        (a warm model, a mask history), instead of being rebuilt. Must not touch the device:
+        it is asked on the event loop. The default: only when nothing changes."""
+        return params == self.params
+
+    def retune(self, params: EffectParams) -> None:
+        """Switch to `params` (which `retunable` accepted); runs on the worker thread between
+        two frames, so a frame never sees half of a change."""
+        self.params = params
 
     def prepare(self, frame: Frame) -> None:
         """Start work for `frame` that can overlap the effects before this one (optional)."""

@@ -26,6 +26,9 @@ class EdgesEffect(Effect):
     Params = EdgesParams
     params: EdgesParams
 
+    def retunable(self, params: EdgesParams) -> bool:  # type: ignore[override]
+        return True  # parameters are read per frame; nothing is built from them
+
     def __init__(self, params: EdgesParams, context=None):
         super().__init__(params, context)
         self._kernels: torch.Tensor | None = None

@@ -25,6 +25,9 @@ class GrayscaleEffect(Effect):
     Params = GrayscaleParams
     params: GrayscaleParams
 
+    def retunable(self, params: GrayscaleParams) -> bool:  # type: ignore[override]
+        return True  # parameters are read per frame; nothing is built from them
+
     def apply(self, frame: Frame) -> None:
         gray = luma(frame.image).expand_as(frame.image)
         frame.image = torch.lerp(frame.image, gray, self.params.amount)

@@ -87,6 +87,9 @@ class SegmentationEffect(Effect):
         self._raw: np.ndarray | None = None  # last model output (model size)
         self._fresh = False  # whether this frame's prepare() ran the model
 
+    def retunable(self, params: SegmentationParams) -> bool:  # type: ignore[override]
+        return params.model == self.params.model  # the rest is read per frame
+
     def _infer(self, small: np.ndarray) -> np.ndarray:
         return self._graph.process(small).segmentation_mask.astype(np.float32, copy=False)
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 
@@ -54,6 +55,7 @@ class StreamPipeline:
         self._retired_lock = threading.Lock()
         self._index = 0
         self.failed_chain: EffectChain | None = None  # last chain whose error was logged
+        self._retunes: list[tuple[EffectChain, int, Any]] = []
 
     def bind(self, wake: Callable[[], None]) -> None:
         """Called by the worker that runs this pipeline, so a new frame wakes it."""
@@ -84,6 +86,20 @@ class StreamPipeline:
             old, self.chain = self.chain, chain
             if old is not None and old is not chain:
                 self._retired.append(old)
+
+    def retune(self, chain: EffectChain, changes: dict[int, Any]) -> None:
+        """New parameters for some effects of `chain` ({index: params}), applied by the worker
+        before the next frame, all together (see `Effect.retune`)."""
+        with self._retired_lock:
+            self._retunes += [(chain, index, params) for index, params in changes.items()]
+
+    def apply_retunes(self) -> None:
+        """Worker thread, between frames: apply pending parameter changes to the running chain."""
+        with self._retired_lock:
+            retunes, self._retunes = self._retunes, []
+        for chain, index, params in retunes:
+            if chain is self.chain:  # a chain swapped out meanwhile is closed, not retuned
+                chain.effects[index].retune(params)
 
     def take_retired(self) -> list[EffectChain]:
         with self._retired_lock:

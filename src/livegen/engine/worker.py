@@ -157,6 +157,7 @@ class DeviceWorker:
 
     def _begin(self, pipeline: StreamPipeline, item: InputFrame) -> _Job | None:
         started = time.perf_counter()
+        pipeline.apply_retunes()
         chain = pipeline.chain  # one read: a swap lands between frames
         if chain is None:
             return None

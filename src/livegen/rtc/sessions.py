@@ -519,6 +519,8 @@ class SessionManager:
             spec = PresetSpec(name="custom", description="set through the API", effects=effects)
         if params:
             spec = with_params(spec, params)
+        if self._retune(stream, spec):
+            return stream
         chain = await asyncio.get_running_loop().run_in_executor(None, self.presets.build, spec)
         if self.streams.get(name) is not stream:  # the publisher left meanwhile
             chain.close()
@@ -527,6 +529,26 @@ class SessionManager:
         stream.spec, stream.preset = spec, spec.name
         log.info("[%s] chain → %s (%s)", stream.ingest.tag, spec.name, ", ".join(e.name for e in spec.effects))
         return stream
+
+    def _retune(self, stream: Stream, spec: PresetSpec) -> bool:
+        """Change `stream`'s running chain in place when `spec` has the same effects and each
+        changed one can take its new parameters live (no rebuild, no lost state); False when
+        the chain must be rebuilt. Parameters are validated first: a bad one is 422."""
+        chain = stream.pipeline.chain
+        if chain is None or [e.name for e in spec.effects] != [e.name for e in chain.effects]:
+            return False
+        changes = {}
+        for index, (effect, wanted) in enumerate(zip(chain.effects, spec.effects, strict=True)):
+            params = type(effect).validate(wanted.params)
+            if params == effect.params:
+                continue
+            if not effect.retunable(params):
+                return False
+            changes[index] = params
+        stream.pipeline.retune(chain, changes)
+        stream.spec, stream.preset = spec, spec.name
+        log.info("[%s] retuned %s in place", stream.ingest.tag, ", ".join(chain.effects[i].name for i in changes) or "nothing")
+        return True
 
     # ---- session ends ---------------------------------------------------------------------
     def _session_ended(self, session: PeerSession) -> None:
