@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from livegen.diffusion.stylize import StylizeEffect
+from livegen.effects.background import BackgroundEffect
 from livegen.effects.base import Effect
 from livegen.effects.edges import EdgesEffect
 from livegen.effects.grayscale import GrayscaleEffect
@@ -12,5 +13,5 @@ from livegen.effects.passthrough import PassthroughEffect
 from livegen.effects.segmentation import SegmentationEffect
 
 EFFECTS: MappingProxyType[str, type[Effect]] = MappingProxyType(
-    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect, StylizeEffect)}
+    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect, BackgroundEffect, StylizeEffect)}
 )
