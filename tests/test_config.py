@@ -12,8 +12,10 @@ import urllib.request
 import pytest
 
 from livegen.config import load_settings
+from livegen.effects.base import EffectContext
 from livegen.engine.presets import PresetLibrary
 from livegen.errors import ConfigError
+from livegen.media.assets import AssetStore
 from livegen.resources import bundled_dir
 
 
@@ -57,8 +59,10 @@ def test_missing_config_file(tmp_path):
 
 
 def test_bundled_presets_load_and_bad_presets_stop_startup(tmp_path):
-    library = PresetLibrary.from_folder(bundled_dir("configs") / "presets", "edges")
-    assert {"passthrough", "grayscale", "edges"} <= set(library.names())
+    assets = AssetStore(tmp_path / "uploads", bundled_dir("configs") / "assets")
+    library = PresetLibrary.from_folder(bundled_dir("configs") / "presets", "edges", EffectContext(assets=assets))
+    assert {"passthrough", "grayscale", "edges", "blur", "office", "studio", "news", "generated"} <= set(
+        library.names())
     (tmp_path / "broken.yaml").write_text("effects:\n  - name: edges\n    params: {strength: -1}\n")
     with pytest.raises(ConfigError, match=r"broken.yaml.*edges.strength"):
         PresetLibrary.from_folder(tmp_path, "broken")

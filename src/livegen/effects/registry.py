@@ -9,9 +9,10 @@ from livegen.effects.background import BackgroundEffect
 from livegen.effects.base import Effect
 from livegen.effects.edges import EdgesEffect
 from livegen.effects.grayscale import GrayscaleEffect
+from livegen.effects.overlays import OverlaysEffect
 from livegen.effects.passthrough import PassthroughEffect
 from livegen.effects.segmentation import SegmentationEffect
 
 EFFECTS: MappingProxyType[str, type[Effect]] = MappingProxyType(
-    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect, BackgroundEffect, StylizeEffect)}
+    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect, BackgroundEffect, OverlaysEffect, StylizeEffect)}
 )

@@ -66,6 +66,16 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return box(a) * guide + box(b)
 
 
+def reduce(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`picture` at `size` (width, height), smaller: halved by pyramid steps while that stays
+    above the size (fast and anti-aliased), the rest by an area resize."""
+    while picture.shape[1] // 2 >= size[0] and picture.shape[0] // 2 >= size[1]:
+        picture = cv2.pyrDown(picture)
+    if (picture.shape[1], picture.shape[0]) != size:
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    return picture
+
+
 class SegmentationEffect(Effect):
     name = "segmentation"
     Params = SegmentationParams
@@ -86,6 +96,7 @@ class SegmentationEffect(Effect):
         self._previous_gray: np.ndarray | None = None
         self._raw: np.ndarray | None = None  # last model output (model size)
         self._fresh = False  # whether this frame's prepare() ran the model
+        self._reduced: np.ndarray | None = None  # this frame at refine size (prepare → apply)
 
     def retunable(self, params: SegmentationParams) -> bool:  # type: ignore[override]
         return params.model == self.params.model  # the rest is read per frame
@@ -94,10 +105,14 @@ class SegmentationEffect(Effect):
         return self._graph.process(small).segmentation_mask.astype(np.float32, copy=False)
 
     def prepare(self, frame: Frame) -> None:
-        due = frame.index % self.params.every_n_frames == 0 and not (frame.over_budget and self._raw is not None)
+        width, height = frame.size
+        p = self.params
+        refine_size = (min(p.refine_width, width), max(1, round(height * min(p.refine_width, width) / width)))
+        self._reduced = reduce(frame.source, refine_size)  # the guide, and the model's input from it
+        due = frame.index % p.every_n_frames == 0 and not (frame.over_budget and self._raw is not None)
         self._fresh = due or self._raw is None
         if self._fresh:
-            small = cv2.resize(frame.source, MODEL_INPUT[self.params.model], interpolation=cv2.INTER_AREA)
+            small = cv2.resize(self._reduced, MODEL_INPUT[p.model], interpolation=cv2.INTER_AREA)
             if frame.pool is not None:
                 self._pending = frame.pool.submit(self._infer, small)
             else:
@@ -110,9 +125,9 @@ class SegmentationEffect(Effect):
             frame.notes.add("mask_reused")
         width, height = frame.size
         p = self.params
-        refine_size = (p.refine_width, max(1, round(height * p.refine_width / width)))
-        gray = cv2.cvtColor(cv2.resize(frame.source, refine_size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        gray = gray.astype(np.float32) / 255.0
+        reduced, self._reduced = self._reduced, None
+        refine_size = (reduced.shape[1], reduced.shape[0])
+        gray = cv2.cvtColor(reduced, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
         raw = cv2.resize(self._raw, refine_size, interpolation=cv2.INTER_LINEAR)  # type: ignore[arg-type]
         mask = np.clip(guided_filter(gray, raw, p.refine_radius, p.refine_eps), 0.0, 1.0)
         if self._previous is not None and self._previous.shape == mask.shape and p.smoothing > 0:
