@@ -114,6 +114,61 @@ async def test_webcam_page_publishes_and_shows_the_processed_stream(live_node, b
         assert await page.evaluate("document.getElementById('local').srcObject") is None
 
 
+MEAN_RGB = """
+((id) => {
+  const video = document.getElementById(id);
+  const [w, h] = [video.videoWidth, video.videoHeight];
+  if (!w || !h) return null;
+  const ctx = new OffscreenCanvas(w, h).getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(video, 0, 0);
+  const data = ctx.getImageData(0, 48, w, h - 48).data;
+  const sum = [0, 0, 0];
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4 * 11) { sum[0] += data[i]; sum[1] += data[i + 1]; sum[2] += data[i + 2]; n++; }
+  return sum.map((v) => v / n);
+})
+"""
+
+
+async def test_webcam_page_changes_background_and_overlays_live(live_node, browser, tmp_path):
+    stream = stream_name("look")
+    page = await browser.new_page()
+    async with evidence(tmp_path, webcam=page):
+        await page.navigate(f"{live_node.url}/?autostart=1&stream={stream}&preset=passthrough")
+        await page.wait_for(f"{STATE}.state === 'publishing' && {STATE}.framesDecoded >= 5", timeout=40)
+
+        # Background → a colour: the page sends segmentation + background as one PATCH. The fake
+        # camera shows no person, so the whole picture takes the colour.
+        await page.evaluate("""(() => {
+          document.getElementById('bg-color').value = '#ff00ff';
+          const mode = document.getElementById('bg-mode');
+          mode.value = 'color';
+          mode.dispatchEvent(new Event('change'));
+        })()""")
+        await wait_until(lambda: [e.name for e in live_node.manager.streams[stream].spec.effects][:2]
+                         == ["segmentation", "background"], timeout=10)
+        background = live_node.manager.streams[stream].spec.effects[1].params
+        assert background["mode"] == "color" and background["color"] == "#ff00ff"
+        await page.wait_for(f"(() => {{ const c = {MEAN_RGB}('processed'); "
+                            "return c && c[0] > 200 && c[2] > 200 && c[1] < 60; })()", timeout=20)
+
+        # A lower third typed into the page and applied reaches the chain, and the picture.
+        await page.evaluate("""(() => {
+          document.getElementById('ov-title').value = 'Ada Lovelace';
+          document.getElementById('ov-subtitle').value = 'Analyst';
+          document.getElementById('look-apply').click();
+        })()""")
+
+        def lower_third():
+            effects = live_node.manager.streams[stream].spec.effects
+            layers = [layer for e in effects if e.name == "overlays" for layer in e.params["layers"]]
+            return [layer for layer in layers if layer["type"] == "lower_third"]
+
+        await wait_until(lambda: lower_third() and lower_third()[0]["title"] == "Ada Lovelace", timeout=10)
+        await page.wait_for(f"{STATE}.effects && {STATE}.effects.some((e) => e.name === 'overlays')", timeout=10)
+        assert await page.evaluate(f"{STATE}.lastError") is None
+
+
 async def test_viewer_page_waits_for_the_publisher_then_plays(live_node, browser, tmp_path):
     stream = stream_name("show")
     viewer = await browser.new_page()

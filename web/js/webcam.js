@@ -1,7 +1,8 @@
 /**
  * The webcam page: publish the camera over WHIP, play the processed stream back over WHEP next to
- * the local preview, switch the effect preset live, and show fps, node stats and the measured
- * camera→node→page delay (read from the stamp drawn into every published frame).
+ * the local preview, switch the effect preset live, change the background and overlays live (see
+ * look.js), and show fps, node stats and the measured camera→node→page delay (read from the stamp
+ * drawn into every published frame).
  *
  * Query parameters: `stream` (name, default "cam"), `preset`, `autostart=1`, `token` (bearer token
  * when the node requires one). State for tests and scripts lives on `window.livegen`.
@@ -9,6 +10,7 @@
 
 import { openCamera, StampedCamera } from "./camera.js";
 import { FrameMeter, median } from "./meter.js";
+import { LookPanel } from "./look.js";
 import { elapsedMs, StampReader } from "./stamp.js";
 import { publish, requestJson, sessionEnded, watchWhenPublished } from "./whip.js";
 
@@ -47,6 +49,7 @@ const state = {
   lastError: null,
   stream: null,
   preset: null,
+  effects: null, // the node's chain after the last change from this page
   width: null,
   height: null,
   audio: false,
@@ -58,6 +61,29 @@ const state = {
 window.livegen = state;
 
 let presets = { default: null, presets: [] };
+const look = new LookPanel(
+  {
+    form: $("look"),
+    mode: $("bg-mode"),
+    blur: $("bg-blur"),
+    file: $("bg-file"),
+    color: $("bg-color"),
+    prompt: $("bg-prompt"),
+    title: $("ov-title"),
+    subtitle: $("ov-subtitle"),
+    clock: $("ov-clock"),
+    help: $("look-help"),
+  },
+  {
+    token,
+    onError: (message) => showError(message, { fatal: false }),
+    onApplied: (info) => {
+      state.preset = info.preset;
+      state.effects = info.effects;
+      state.node = info;
+    },
+  },
+);
 let live = null; // the running publish: sessions, camera, meters, timers
 
 // ---- status -------------------------------------------------------------------------------
@@ -104,6 +130,7 @@ async function loadPresets() {
 function describePreset() {
   const found = presets.presets.find((p) => p.name === ui.preset.value);
   ui.presetHelp.textContent = found?.description || "";
+  look.load(found?.effects || []);
 }
 
 async function changePreset() {
@@ -117,6 +144,7 @@ async function changePreset() {
       token,
     });
     state.preset = info.preset;
+    state.effects = info.effects;
     state.node = info;
   } catch (err) {
     ui.preset.value = state.preset; // the node kept the old one
@@ -164,6 +192,7 @@ async function start() {
     });
     checkAborted(run);
     state.preset = ui.preset.value;
+    look.attach(stream); // look changes made before Start go out now
     run.sender = run.publisher.pc.getSenders().find((s) => s.track?.kind === "video");
 
     setState("starting", "connecting to the processed stream…");
@@ -204,6 +233,7 @@ async function stop() {
 /** End everything `run` holds; safe to call more than once and on a half-started run. */
 async function release(run) {
   run.abort.abort();
+  look.attach(null);
   clearInterval(run.statsTimer);
   run.meter?.stop();
   run.compositor?.stop();

@@ -19,7 +19,7 @@ export class SignallingError extends Error {
   }
 }
 
-function authHeaders(token) {
+export function authHeaders(token) {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
