@@ -346,6 +346,42 @@ def test_stylize_keeps_the_person_pixels_under_the_mask(generator: DiffusionGene
     effect.close()
 
 
+def test_generated_background_keeps_the_person_and_takes_new_prompts(generator: DiffusionGenerator) -> None:
+    """The effects issue's `generated` background on the real (tiny) diffusion stage: the person
+    stays the camera's pixels, the room is generated, and a new prompt reaches the running
+    scene in place (no rebuild, no fallback)."""
+    from livegen.effects.background import BackgroundEffect
+
+    raw = {"mode": "generated", "prompt": "a beach", "generation": {"size": SIZE, "steps": 2, "similarity": 1.0}}
+    effect = BackgroundEffect.create(raw, EffectContext(generator=generator))
+    settled(effect._scene._ensure_stream())
+    picture = pictures(1, size=(96, 64))[0]
+    mask = np.zeros((64, 96), np.float32)
+    mask[:, 56:] = 1.0  # the person: the right part of the frame
+    for index in range(3):
+        frame = Frame(index, rgb=picture)
+        frame.mask_rgb, frame.mask = mask, torch.from_numpy(mask)[None]
+        effect.prepare(frame)
+        effect.apply(frame)
+        assert "background_fallback" not in frame.notes
+    assert np.array_equal(frame.rgb[:, 56:], picture[:, 56:])
+    assert not np.array_equal(frame.rgb[:, :56], picture[:, :56])
+    changed = effect.Params.model_validate({**raw, "prompt": "a forest"})
+    assert effect.retunable(changed)
+    stream = effect._scene._stream
+    effect.retune(changed)
+    for index in range(3, 40):  # frames keep flowing while the new prompt is encoded
+        frame = Frame(index, rgb=picture)
+        frame.mask_rgb, frame.mask = mask, torch.from_numpy(mask)[None]
+        effect.prepare(frame)
+        effect.apply(frame)
+        if stream.conditioning.current_request.prompt == "a forest":
+            break
+        time.sleep(0.02)
+    assert effect._scene._stream is stream and stream.conditioning.current_request.prompt == "a forest"
+    effect.close()
+
+
 def test_stylize_changes_the_whole_frame(generator: DiffusionGenerator) -> None:
     effect = StylizeEffect.create({"prompt": "watercolour", "size": SIZE}, EffectContext(generator=generator))
     picture = pictures(1, size=(80, 64))[0]
