@@ -189,7 +189,7 @@ async def test_metrics_follow_a_stream_and_forget_it_when_it_ends(live_node):
 
     count = value(text, "livegen_stream_processing_seconds_count", **cam)
     assert abs(count - processed) <= 2  # read a moment apart while frames flow
-    for stage in ("edges", "convert_in", "convert_out", "encode"):
+    for stage in ("decode", "edges", "convert_in", "convert_out", "encode"):
         labels = {**cam, "stage": stage}
         buckets = samples(text, "livegen_stream_stage_seconds_bucket", **labels)
         assert [b.labels["le"] for b in buckets] == [f"{ms / 1000:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]

@@ -5,7 +5,8 @@ costs one frame interval (33 ms at 30 fps) on every ingest. This subclass also e
 packets from the buffer's origin form one frame ending in the RTP marker bit (the sender's
 "last packet of this frame"). It records when each frame's first packet arrived, keyed the way
 aiortc's receiver re-times decoded frames (RTP timestamp minus that of the first frame), so the
-engine can measure a frame's time in the node from its arrival on the wire.
+engine can measure a frame's time in the node from its arrival on the wire, and when the frame
+was complete (handed to the decoder), so its decode time can be measured too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class FrameOnMarkerJitterBuffer(JitterBuffer):
     def __init__(self, capacity: int = 512) -> None:
         super().__init__(capacity=capacity, is_video=True)
         self._first_seen: OrderedDict[int, float] = OrderedDict()
-        self._arrivals: OrderedDict[int, float] = OrderedDict()
+        self._arrivals: OrderedDict[int, tuple[float, float]] = OrderedDict()
         self._first_emitted: int | None = None
 
     def add(self, packet) -> tuple[bool, JitterFrame | None]:
@@ -37,7 +38,8 @@ class FrameOnMarkerJitterBuffer(JitterBuffer):
                 self._first_emitted = frame.timestamp
             arrived = self._first_seen.get(frame.timestamp)
             if arrived is not None:
-                self._arrivals[(frame.timestamp - self._first_emitted) % RTP_WRAP] = arrived
+                key = (frame.timestamp - self._first_emitted) % RTP_WRAP
+                self._arrivals[key] = (arrived, time.perf_counter())
                 while len(self._arrivals) > ARRIVALS_KEPT:
                     self._arrivals.popitem(last=False)
         return pli, frame
@@ -57,8 +59,9 @@ class FrameOnMarkerJitterBuffer(JitterBuffer):
                 return JitterFrame(data=b"".join(p._data for p in packets), timestamp=packet.timestamp)
         return None
 
-    def arrival(self, pts: int) -> float | None:
-        """perf_counter time the first packet of the decoded frame with this pts arrived."""
+    def arrival(self, pts: int) -> tuple[float, float] | None:
+        """perf_counter times at which the decoded frame with this pts began to arrive (its first
+        packet) and was complete (handed on to the decoder)."""
         return self._arrivals.pop(pts, None)
 
 

@@ -248,8 +248,11 @@ class IngestSession(PeerSession):
                     log.warning("[%s] publish refused: %s", self.tag, self.refused)
                     self.end()
                     return
-                arrived = buffer.arrival(frame.pts) if buffer is not None and frame.pts is not None else None
-                self.pipeline.submit(frame, arrived)
+                times = buffer.arrival(frame.pts) if buffer is not None and frame.pts is not None else None
+                if times is not None:
+                    # decode: from the frame's last packet to the decoded picture on this loop
+                    self.pipeline.stats.stages({"decode": (time.perf_counter() - times[1]) * 1000.0}, set())
+                self.pipeline.submit(frame, times[0] if times is not None else None)
         except MediaStreamError:
             log.info("[%s] video track ended", self.tag)
             self.end()
