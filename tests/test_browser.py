@@ -24,8 +24,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
 STATE = "window.livegen"
 
-# Mean chroma (max - min channel) and luma of a <video>'s current frame, below the stamp rows.
-FRAME_COLOUR = """
+def frame_js(body: str) -> str:
+    """A JS function of a <video> id that reads its current frame below the stamp rows into
+    `data` (RGBA) and returns what `body` computes from it (null before the first frame)."""
+    return """
 ((id) => {
   const video = document.getElementById(id);
   const [w, h] = [video.videoWidth, video.videoHeight];
@@ -33,6 +35,11 @@ FRAME_COLOUR = """
   const ctx = new OffscreenCanvas(w, h).getContext("2d", { willReadFrequently: true });
   ctx.drawImage(video, 0, 0);
   const data = ctx.getImageData(0, 48, w, h - 48).data;
+""" + body + "\n})\n"
+
+
+# Mean chroma (max - min channel) and luma of a <video>'s current frame.
+FRAME_COLOUR = frame_js("""
   let chroma = 0, luma = 0, n = 0;
   for (let i = 0; i < data.length; i += 4 * 7) {
     const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
@@ -40,9 +47,7 @@ FRAME_COLOUR = """
     luma += 0.299 * r + 0.587 * g + 0.114 * b;
     n++;
   }
-  return { chroma: chroma / n, luma: luma / n, width: w, height: h };
-})
-"""
+  return { chroma: chroma / n, luma: luma / n, width: w, height: h };""")
 
 
 @pytest.fixture
@@ -114,20 +119,11 @@ async def test_webcam_page_publishes_and_shows_the_processed_stream(live_node, b
         assert await page.evaluate("document.getElementById('local').srcObject") is None
 
 
-MEAN_RGB = """
-((id) => {
-  const video = document.getElementById(id);
-  const [w, h] = [video.videoWidth, video.videoHeight];
-  if (!w || !h) return null;
-  const ctx = new OffscreenCanvas(w, h).getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(video, 0, 0);
-  const data = ctx.getImageData(0, 48, w, h - 48).data;
+MEAN_RGB = frame_js("""
   const sum = [0, 0, 0];
   let n = 0;
   for (let i = 0; i < data.length; i += 4 * 11) { sum[0] += data[i]; sum[1] += data[i + 1]; sum[2] += data[i + 2]; n++; }
-  return sum.map((v) => v / n);
-})
-"""
+  return sum.map((v) => v / n);""")
 
 
 async def test_webcam_page_changes_background_and_overlays_live(live_node, browser, tmp_path):

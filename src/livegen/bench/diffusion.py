@@ -296,12 +296,9 @@ def result_name(result: dict[str, Any]) -> str:
 
 
 def write(result: dict[str, Any], folder: Path) -> Path:
-    import json
+    from livegen.bench.report import write_result
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / result_name(result)
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_result(result, folder, result_name(result))
 
 
 def _ms(value: float | None) -> str:

@@ -96,9 +96,10 @@ def result_name(result: dict[str, Any]) -> str:
     return f"{result['scenario']}-{preset}-{options['width']}x{options['height']}.json"
 
 
-def write_result(result: dict[str, Any], folder: Path) -> Path:
+def write_result(result: dict[str, Any], folder: Path, name: str | None = None) -> Path:
+    """`result` as JSON in `folder`, named `name` (default: scenario, preset and size)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / result_name(result)
+    path = folder / (name or result_name(result))
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return path
 
