@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from livegen.api import assets as asset_routes
-from livegen.api import metrics, pages, streams, webrtc
+from livegen.api import metrics, ops, pages, streams, webrtc
 from livegen.api.cors import cors_middleware
 from livegen.api.keys import ASSETS, GENERATOR, MANAGER, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     webrtc.add_routes(app)
     streams.add_routes(app)
     asset_routes.add_routes(app)
+    ops.add_routes(app)
     pages.add_routes(app, settings.web_dir())
     app.cleanup_ctx.append(_run_engine)
     metrics.install(app)

@@ -1,4 +1,5 @@
-"""The web pages: webcam page at `/`, viewer page at `/watch/{stream}`, assets under `/static/`."""
+"""The web pages: webcam page at `/`, viewer page at `/watch/{stream}`, operator page at `/ops`,
+assets under `/static/`."""
 
 from __future__ import annotations
 
@@ -24,5 +25,6 @@ def add_routes(app: web.Application, web_dir: Path) -> None:
 
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/watch/{stream}", page("watch.html"))
+    app.router.add_get("/ops", page("ops.html"))
     if web_dir.is_dir():
         app.router.add_static("/static/", web_dir, append_version=False)

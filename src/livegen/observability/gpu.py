@@ -109,3 +109,29 @@ class GpuCollector(Collector):
                 except nvml.NVMLError as exc:
                     log.debug("GPU %s: %s unavailable (%s)", index, family.name, exc)
         yield from (info, utilization, used, total, temperature, power, encoder)
+
+
+def read_gpus(gpus: NvmlGpus | None) -> list[dict[str, float | int | str | None]]:
+    """Every GPU's readings now, for the API and the operator page; [] without NVML. A reading
+    the card does not support is None."""
+    if gpus is None:
+        return []
+    nvml = gpus.nvml
+    readings = {
+        "utilization": lambda h: nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0,
+        "memory_used_bytes": lambda h: nvml.nvmlDeviceGetMemoryInfo(h).used,
+        "memory_total_bytes": lambda h: nvml.nvmlDeviceGetMemoryInfo(h).total,
+        "temperature_celsius": lambda h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
+        "power_watts": lambda h: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
+        "encoder_utilization": lambda h: nvml.nvmlDeviceGetEncoderUtilization(h)[0] / 100.0,
+    }
+    found = []
+    for gpu in gpus.gpus:
+        row: dict[str, float | int | str | None] = {"index": gpu.index, "name": gpu.name, "uuid": gpu.uuid}
+        for key, read in readings.items():
+            try:
+                row[key] = float(read(gpu.handle))
+            except nvml.NVMLError:
+                row[key] = None
+        found.append(row)
+    return found

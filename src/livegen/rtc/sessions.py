@@ -333,6 +333,9 @@ class Stream:
             "effects": [effect.model_dump() for effect in self.spec.effects],
             "started_at": self.started_at,
             "viewers": len(self.viewers),
+            "viewer_sessions": [
+                {"id": v.id, "codec": v.codec, "since": v.created_at} for v in self.viewers.values()
+            ],
             "viewer_codecs": sorted({v.codec for v in self.viewers.values() if v.codec}),
             **self.pipeline.stats.snapshot(),
             "output": self.output.stats(),

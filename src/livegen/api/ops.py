@@ -1,0 +1,68 @@
+"""Operator routes: the node at a glance (`GET /api/node`), ending a publisher or one viewer,
+and the operator page at `/ops` (served by `pages`). All need the operator token (or, for one
+stream, its publish token) when the node has tokens."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+
+from aiohttp import web
+
+from livegen.api.auth import authorize
+from livegen.api.keys import GENERATOR, MANAGER, SETTINGS, WORKER
+from livegen.api.metrics import METRICS
+from livegen.errors import NotFound
+from livegen.observability.gpu import read_gpus
+
+STARTED = web.AppKey("started_at", float)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+async def node(request: web.Request) -> web.Response:
+    authorize(request, request.app[SETTINGS].auth, "control", "*")
+    app = request.app
+    manager, worker = app[MANAGER], app[WORKER]
+    metrics = app.get(METRICS)
+    return web.json_response({
+        "device": str(worker.device),
+        "worker_running": worker.running,
+        "streams": len(manager.streams),
+        "max_streams": manager.settings.rtc.max_streams,
+        "uptime_s": round(time.time() - app[STARTED], 1),
+        "versions": {name: _version(name) for name in ("livegen", "torch", "aiortc", "av")},
+        "gpus": read_gpus(metrics.gpus if metrics is not None else None),
+        "diffusion": app[GENERATOR].describe(),
+    })
+
+
+async def end_stream(request: web.Request) -> web.Response:
+    name = request.match_info["stream"]
+    authorize(request, request.app[SETTINGS].auth, "control", name)
+    manager = request.app[MANAGER]
+    stream = manager.stream(name)
+    await manager.end_publish(name, stream.ingest.id)
+    return web.json_response({"stream": name, "ended": True})
+
+
+async def end_viewer(request: web.Request) -> web.Response:
+    name, viewer = request.match_info["stream"], request.match_info["viewer"]
+    authorize(request, request.app[SETTINGS].auth, "control", name)
+    manager = request.app[MANAGER]
+    if viewer not in manager.stream(name).viewers:
+        raise NotFound(f"no viewer {viewer!r} on stream {name!r}")
+    await manager.end_watch(name, viewer)
+    return web.json_response({"stream": name, "viewer": viewer, "ended": True})
+
+
+def add_routes(app: web.Application) -> None:
+    app[STARTED] = time.time()
+    app.router.add_get("/api/node", node)
+    app.router.add_delete("/api/streams/{stream}", end_stream)
+    app.router.add_delete("/api/streams/{stream}/viewers/{viewer}", end_viewer)

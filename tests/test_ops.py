@@ -1,0 +1,116 @@
+"""The operator routes and the /ops page: the node at a glance, ending a publisher or one viewer,
+switching a stream's preset from the page (headless Chromium)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from livegen.testing.clients import WhepViewer, WhipPublisher
+from livegen.testing.tracks import SyntheticVideoTrack
+from tests.conftest import node_settings, open_sessions, wait_until
+from tests.test_bad_input import request
+from tests.test_browser import browser, evidence  # noqa: F401 (the fixture)
+
+OPERATOR, PUBLISH, VIEW = "op-secret-ops", "pub-secret-ops", "view-secret-ops"
+TOKENS = node_settings(auth={"publish_tokens": {"*": PUBLISH}, "viewer_tokens": {"*": VIEW},
+                             "operator_token": OPERATOR})
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def test_node_reports_device_gpus_and_diffusion(live_node):
+    code, _, text = await request(live_node, "GET", "/api/node")
+    assert code == 200, text
+    node = json.loads(text)
+    assert node["device"] == "cpu" and node["worker_running"] is True
+    assert node["streams"] == 0 and node["max_streams"] >= 1 and node["uptime_s"] >= 0
+    assert node["gpus"] == []  # no NVIDIA here: an empty panel, no error
+    assert node["diffusion"]["available"] is False and node["diffusion"]["reason"]
+
+
+async def test_ending_one_viewer_leaves_the_others_and_ending_the_stream_ends_all(live_node):
+    publisher = WhipPublisher(live_node.url, "cam", live_node.http, preset="grayscale")
+    await publisher.publish(SyntheticVideoTrack(320, 240))
+    viewers = [WhepViewer(live_node.url, "cam", live_node.http) for _ in range(2)]
+    for viewer in viewers:
+        await viewer.watch()
+        await (await viewer.video()).recv()
+    code, _, text = await request(live_node, "GET", "/api/streams/cam")
+    sessions = json.loads(text)["viewer_sessions"]
+    assert len(sessions) == 2 and {"id", "codec", "since"} <= set(sessions[0])
+
+    gone, kept = sessions[0]["id"], sessions[1]["id"]
+    code, _, text = await request(live_node, "DELETE", f"/api/streams/cam/viewers/{gone}")
+    assert code == 200, text
+    assert set(live_node.manager.streams["cam"].viewers) == {kept}
+    survivor = next(v for v in viewers if v.location and v.location.endswith(kept))
+    for _ in range(5):  # the other viewer keeps receiving
+        await asyncio.wait_for((await survivor.video()).recv(), 5)
+
+    code, _, _ = await request(live_node, "DELETE", f"/api/streams/cam/viewers/{gone}")
+    assert code == 404
+    code, _, _ = await request(live_node, "DELETE", "/api/streams/nobody")
+    assert code == 404
+    code, _, text = await request(live_node, "DELETE", "/api/streams/cam")
+    assert code == 200, text
+    assert "cam" not in live_node.manager.streams
+    await wait_until(lambda: not open_sessions(), timeout=10)
+    for viewer in viewers:
+        await viewer.close()
+    await publisher.close()
+
+
+@pytest.mark.parametrize("settings", [TOKENS])
+async def test_operator_routes_need_the_operator_token(live_node, settings):
+    for token, status in ((None, 401), ("wrong", 401), (VIEW, 403), (OPERATOR, 200)):
+        code, _, _ = await request(live_node, "GET", "/api/node", headers=bearer(token))
+        assert code == status, token
+    publisher = WhipPublisher(live_node.url, "cam", live_node.http, token=PUBLISH)
+    await publisher.publish(SyntheticVideoTrack(160, 120))
+    for token, status in ((None, 401), (VIEW, 403)):
+        code, _, _ = await request(live_node, "DELETE", "/api/streams/cam", headers=bearer(token))
+        assert code == status
+    assert "cam" in live_node.manager.streams
+    code, _, _ = await request(live_node, "DELETE", "/api/streams/cam", headers=bearer(OPERATOR))
+    assert code == 200 and "cam" not in live_node.manager.streams
+    await publisher.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("settings", [TOKENS])
+async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, browser, tmp_path):  # noqa: F811
+    publisher = WhipPublisher(live_node.url, "show", live_node.http, preset="grayscale", token=PUBLISH)
+    await publisher.publish(SyntheticVideoTrack(320, 240))
+    page = await browser.new_page()
+    ops = "window.livegenOps"
+    async with evidence(tmp_path, ops=page):
+        await page.navigate(f"{live_node.url}/ops")
+        await page.wait_for(f"{ops}.state === 'error'", timeout=10)  # no token: refused, and says so
+        assert "operator token" in await page.evaluate("document.getElementById('status').textContent")
+
+        await page.navigate(f"{live_node.url}/ops?token={OPERATOR}")
+        card = "document.querySelector('article[data-stream=\"show\"]')"
+        await page.wait_for(f"{card} !== null && {ops}.streams[0]?.fps_out > 0", timeout=20)
+        await page.wait_for(f"Number({card}.querySelector('canvas.spark').dataset.points) >= 2", timeout=10)
+        assert await page.evaluate("document.getElementById('gpus').textContent") == "no NVIDIA GPU on this node"
+
+        # switch the preset from the page
+        await page.evaluate(f"""(() => {{
+          const select = {card}.querySelector('select');
+          select.value = 'edges';
+          select.dispatchEvent(new Event('change'));
+        }})()""")
+        await wait_until(lambda: live_node.manager.streams["show"].preset == "edges", timeout=10)
+
+        # end the stream from the page
+        await page.evaluate(f"window.confirm = () => true; {card}.querySelector('button.end').click()")
+        await wait_until(lambda: "show" not in live_node.manager.streams, timeout=10)
+        await page.wait_for(f"{card} === null", timeout=10)
+        assert await page.evaluate(f"{ops}.lastError") is None
+    await publisher.close()
