@@ -87,6 +87,9 @@ async def test_operator_routes_need_the_operator_token(live_node, settings):
 async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, browser, tmp_path):  # noqa: F811
     publisher = WhipPublisher(live_node.url, "show", live_node.http, preset="grayscale", token=PUBLISH)
     await publisher.publish(SyntheticVideoTrack(320, 240))
+    viewer = WhepViewer(live_node.url, "show", live_node.http, token=VIEW)
+    await viewer.watch()
+    await (await viewer.video()).recv()
     page = await browser.new_page()
     ops = "window.livegenOps"
     async with evidence(tmp_path, ops=page):
@@ -99,6 +102,13 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         await page.wait_for(f"{card} !== null && {ops}.streams[0]?.fps_out > 0", timeout=20)
         await page.wait_for(f"Number({card}.querySelector('canvas.spark').dataset.points) >= 2", timeout=10)
         assert await page.evaluate("document.getElementById('gpus').textContent") == "no NVIDIA GPU on this node"
+        assert await page.evaluate(f"{card}.querySelector('label:has(input)').hidden")  # no prompt to change
+
+        # end the one viewer from the page
+        await page.wait_for(f"{card}.querySelector('li[data-viewer] button') !== null", timeout=10)
+        await page.evaluate(f"{card}.querySelector('li[data-viewer] button').click()")
+        await wait_until(lambda: not live_node.manager.streams["show"].viewers, timeout=10)
+        await page.wait_for(f"{card}.querySelector('li[data-viewer]') === null", timeout=10)
 
         # switch the preset from the page
         await page.evaluate(f"""(() => {{
@@ -113,4 +123,5 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         await wait_until(lambda: "show" not in live_node.manager.streams, timeout=10)
         await page.wait_for(f"{card} === null", timeout=10)
         assert await page.evaluate(f"{ops}.lastError") is None
+    await viewer.close()
     await publisher.close()

@@ -191,7 +191,9 @@ function updateCard(stream) {
         const button = el("button", { textContent: "End", type: "button", className: "danger" });
         button.addEventListener("click", () =>
           action(`/api/streams/${encodeURIComponent(name)}/viewers/${encodeURIComponent(viewer.id)}`, card.error));
-        return el("li", { dataset: { viewer: viewer.id } }, el("span", { textContent: `viewer ${viewer.id.slice(0, 8)} · ${viewer.codec || "?"}` }), button);
+        const item = el("li", {}, el("span", { textContent: `viewer ${viewer.id.slice(0, 8)} · ${viewer.codec || "?"}` }), button);
+        item.dataset.viewer = viewer.id;
+        return item;
       }),
     );
   }
@@ -244,9 +246,10 @@ function sparkline(canvas, values, colour, top) {
   ctx.lineWidth = 2;
   ctx.beginPath();
   let started = false;
+  const offset = HISTORY - values.length; // the newest sample sits at the right edge
   values.forEach((v, i) => {
     if (v == null) return;
-    const x = (i / (HISTORY - 1)) * (width - 2) + 1;
+    const x = ((i + offset) / (HISTORY - 1)) * (width - 2) + 1;
     const y = height - 2 - (v / max) * (height - 6);
     if (started) ctx.lineTo(x, y);
     else ctx.moveTo(x, y);
