@@ -382,6 +382,26 @@ def test_generated_background_keeps_the_person_and_takes_new_prompts(generator: 
     effect.close()
 
 
+def test_stylize_takes_a_new_prompt_in_place(generator: DiffusionGenerator) -> None:
+    effect = StylizeEffect.create({"prompt": "oil painting", "size": SIZE, "similarity": 1.0},
+                                  EffectContext(generator=generator))
+    stream = effect._open()
+    settled(stream)
+    changed = effect.Params.model_validate({"prompt": "charcoal sketch", "size": SIZE, "similarity": 1.0})
+    assert effect.retunable(changed)
+    effect.retune(changed)
+    picture = pictures(1, size=(80, 64))[0]
+    for index in range(40):  # frames keep flowing while the new prompt is encoded
+        frame = Frame(index, rgb=picture)
+        effect.prepare(frame)
+        effect.apply(frame)
+        if stream.conditioning.current_request.prompt == "charcoal sketch":
+            break
+        time.sleep(0.02)
+    assert effect._stream is stream and stream.conditioning.current_request.prompt == "charcoal sketch"
+    effect.close()
+
+
 def test_stylize_changes_the_whole_frame(generator: DiffusionGenerator) -> None:
     effect = StylizeEffect.create({"prompt": "watercolour", "size": SIZE}, EffectContext(generator=generator))
     picture = pictures(1, size=(80, 64))[0]

@@ -60,6 +60,14 @@ class StylizeEffect(Effect):
             self._stream = open_stream(self.params.prompt, self.params, "stylize")
         return self._stream
 
+    def retunable(self, params: StylizeParams) -> bool:  # type: ignore[override]
+        return True  # the running stream takes a new prompt and settings at a frame boundary
+
+    def retune(self, params: StylizeParams) -> None:  # type: ignore[override]
+        self.params = params
+        if self._stream is not None:
+            self._stream.update(params.prompt, params)
+
     def prepare(self, frame: Frame) -> None:
         stream = self._open()
         if stream is not None and self._ticket is None:
