@@ -15,6 +15,14 @@ SCENARIO = "e2e"
 FANOUT_SCENARIO = "fanout"
 
 
+def check_video(width: int, height: int, fps: float, seconds: float, warmup: float, max_fps: float = 120) -> None:
+    """The flags every scenario shares; ValueError naming the bad one."""
+    if width < 64 or height < 64 or width % 2 or height % 2:
+        raise ValueError(f"--width/--height must be even and at least 64, not {width}x{height}")
+    if not 1 <= fps <= max_fps or seconds <= 0 or warmup < 0:
+        raise ValueError(f"--fps must be 1..{max_fps:g}, --seconds > 0 and --warmup >= 0")
+
+
 @dataclass(frozen=True)
 class E2eOptions:
     width: int = 1280
@@ -28,10 +36,7 @@ class E2eOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> E2eOptions:
         opts = cls(args.width, args.height, args.fps, args.seconds, args.warmup, args.preset, args.device)
-        if opts.width < 64 or opts.height < 64 or opts.width % 2 or opts.height % 2:
-            raise ValueError(f"--width/--height must be even and at least 64, not {opts.width}x{opts.height}")
-        if not 1 <= opts.fps <= 120 or opts.seconds <= 0 or opts.warmup < 0:
-            raise ValueError("--fps must be 1..120, --seconds > 0 and --warmup >= 0")
+        check_video(opts.width, opts.height, opts.fps, opts.seconds, opts.warmup)
         return opts
 
     def command(self) -> str:

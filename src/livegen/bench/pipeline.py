@@ -27,6 +27,7 @@ import av
 import numpy as np
 
 from livegen.bench.cpu import CpuWindow
+from livegen.bench.options import check_video
 from livegen.bench.report import (
     load_results,
     machine_info,
@@ -69,10 +70,7 @@ class PipelineOptions:
     def from_args(cls, args: argparse.Namespace) -> PipelineOptions:
         presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
         opts = cls(args.width, args.height, args.fps, args.seconds, args.warmup, presets, args.device)
-        if opts.width < 64 or opts.height < 64 or opts.width % 2 or opts.height % 2:
-            raise ValueError(f"--width/--height must be even and at least 64, not {opts.width}x{opts.height}")
-        if not 1 <= opts.fps <= 240 or opts.seconds <= 0 or opts.warmup < 0:
-            raise ValueError("--fps must be 1..240, --seconds > 0 and --warmup >= 0")
+        check_video(opts.width, opts.height, opts.fps, opts.seconds, opts.warmup, max_fps=240)
         if not presets:
             raise ValueError("--presets names no preset")
         return opts
