@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.getLogger().setLevel(settings.log_level)
+    # The node never downloads models: Hugging Face libraries stay offline unless told otherwise
+    # (`livegen models pull` is the one command that fetches).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     host, port = settings.server.host, settings.server.port
     if not settings.auth.publish_tokens and not _is_loopback(host) and not args.insecure:
         raise ConfigError(
