@@ -1,5 +1,5 @@
 """The operator routes and the /ops page: the node at a glance, ending a publisher or one viewer,
-switching a stream's preset from the page (headless Chromium)."""
+switching a stream's preset and prompt from the page (headless Chromium)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import json
 
 import pytest
 
+from livegen.api.metrics import METRICS
+from livegen.observability.gpu import NvmlGpus
 from livegen.testing.clients import WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack
 from tests.conftest import node_settings, open_sessions, wait_until
 from tests.test_bad_input import request
 from tests.test_browser import browser, evidence  # noqa: F401 (the fixture)
+from tests.test_metrics import FakeNvml
 
 OPERATOR, PUBLISH, VIEW = "op-secret-ops", "pub-secret-ops", "view-secret-ops"
 TOKENS = node_settings(auth={"publish_tokens": {"*": PUBLISH}, "viewer_tokens": {"*": VIEW},
@@ -31,6 +34,15 @@ async def test_node_reports_device_gpus_and_diffusion(live_node):
     assert node["streams"] == 0 and node["max_streams"] >= 1 and node["uptime_s"] >= 0
     assert node["gpus"] == []  # no NVIDIA here: an empty panel, no error
     assert node["diffusion"]["available"] is False and node["diffusion"]["reason"]
+
+    live_node.app[METRICS].gpus = NvmlGpus.open(FakeNvml())  # what a node with one H100 reads
+    code, _, text = await request(live_node, "GET", "/api/node")
+    assert code == 200, text
+    assert json.loads(text)["gpus"] == [{
+        "index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1234", "utilization": 0.37,
+        "memory_used_bytes": 3 * 2**30, "memory_total_bytes": 80 * 2**30, "temperature_celsius": 54,
+        "power_watts": 123.456, "encoder_utilization": None,  # not supported by that card: no error
+    }]
 
 
 async def test_ending_one_viewer_leaves_the_others_and_ending_the_stream_ends_all(live_node):
@@ -75,6 +87,11 @@ async def test_operator_routes_need_the_operator_token(live_node, settings):
     for token, status in ((None, 401), (VIEW, 403)):
         code, _, _ = await request(live_node, "DELETE", "/api/streams/cam", headers=bearer(token))
         assert code == status
+    for token, status in ((None, 401), (VIEW, 403), (OPERATOR, 404)):  # the operator gets past auth to the 404
+        code, _, _ = await request(live_node, "DELETE", "/api/streams/cam/viewers/nobody", headers=bearer(token))
+        assert code == status, token
+    code, _, _ = await request(live_node, "DELETE", "/api/streams/bad%20name", headers=bearer(OPERATOR))
+    assert code == 400
     assert "cam" in live_node.manager.streams
     code, _, _ = await request(live_node, "DELETE", "/api/streams/cam", headers=bearer(OPERATOR))
     assert code == 200 and "cam" not in live_node.manager.streams
@@ -104,6 +121,12 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         assert await page.evaluate("document.getElementById('gpus').textContent") == "no NVIDIA GPU on this node"
         assert await page.evaluate(f"{card}.querySelector('label:has(input)').hidden")  # no prompt to change
 
+        live_node.app[METRICS].gpus = NvmlGpus.open(FakeNvml())
+        gpus = "document.getElementById('gpus')"
+        await page.wait_for(f"{gpus}.textContent.includes('NVIDIA H100')", timeout=10)
+        figures = await page.evaluate(f"[...{gpus}.querySelectorAll('dd')].map((d) => d.textContent)")
+        assert figures == ["37 %", "3.0 / 80 GiB", "54 °C", "123 W", "—"]
+
         # end the one viewer from the page
         await page.wait_for(f"{card}.querySelector('li[data-viewer] button') !== null", timeout=10)
         await page.evaluate(f"{card}.querySelector('li[data-viewer] button').click()")
@@ -111,12 +134,23 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         await page.wait_for(f"{card}.querySelector('li[data-viewer]') === null", timeout=10)
 
         # switch the preset from the page
+        assert await page.evaluate(f"{card}.querySelector('select').getAttribute('aria-label')") == "preset of show"
         await page.evaluate(f"""(() => {{
           const select = {card}.querySelector('select');
-          select.value = 'edges';
+          select.value = 'generated';
           select.dispatchEvent(new Event('change'));
         }})()""")
-        await wait_until(lambda: live_node.manager.streams["show"].preset == "edges", timeout=10)
+        await wait_until(lambda: live_node.manager.streams["show"].preset == "generated", timeout=10)
+
+        # a chain with a prompt shows the field; a refused prompt is explained on the card
+        await page.wait_for(f"!{card}.querySelector('label:has(input)').hidden", timeout=10)
+        enter = "dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}))"
+        await page.evaluate(f"(() => {{ const i = {card}.querySelector('input'); i.value = ' '; i.{enter}; }})()")
+        await page.wait_for(f"{card}.querySelector('.error-inline').textContent.includes('prompt')", timeout=10)
+        await page.evaluate(f"(() => {{ const i = {card}.querySelector('input'); i.value = 'a beach'; i.{enter}; }})()")
+        await wait_until(lambda: live_node.manager.streams["show"].spec.effects[-1].params["prompt"] == "a beach",
+                         timeout=10)
+        assert await page.evaluate(f"{card}.querySelector('.error-inline').textContent") == ""
 
         # end the stream from the page
         await page.evaluate(f"window.confirm = () => true; {card}.querySelector('button.end').click()")

@@ -17,12 +17,16 @@ const MAX_BACKOFF_MS = 10000;
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 let token = params.get("token") || sessionStorage.getItem("livegen-ops-token") || undefined;
+if (token) sessionStorage.setItem("livegen-ops-token", token); // a reload without ?token= keeps it
 $("token").value = token || "";
 
-const state = { state: "connecting", lastError: null, streams: [], node: null, polls: 0, history: {} };
+// history: sparkline samples, apart for streams and GPUs so a stream named "gpu0" shares nothing
+const state = { state: "connecting", lastError: null, streams: [], node: null, polls: 0, history: { streams: {}, gpus: {} } };
 window.livegenOps = state;
 let presets = [];
 let backoff = POLL_MS;
+let timer = null;
+let polling = false;
 const cards = new Map(); // stream name → its card's elements
 
 function setStatus(next, message) {
@@ -38,7 +42,7 @@ $("auth").addEventListener("submit", (event) => {
   if (token) sessionStorage.setItem("livegen-ops-token", token);
   else sessionStorage.removeItem("livegen-ops-token");
   backoff = POLL_MS;
-  loadPresets();
+  loadPresets().then(pollNow); // a new token should not wait out the back-off of the old one
 });
 
 async function loadPresets() {
@@ -50,7 +54,15 @@ async function loadPresets() {
 }
 
 // ---- polling ------------------------------------------------------------------------------
+/** Polls at once unless a poll is in flight (that one schedules the next). */
+function pollNow() {
+  if (polling) return;
+  clearTimeout(timer);
+  poll();
+}
+
 async function poll() {
+  polling = true;
   try {
     const [streams, node] = await Promise.all([
       requestJson("/api/streams", { token }),
@@ -69,11 +81,12 @@ async function poll() {
     setStatus("error", denied ? `not allowed: ${state.lastError} — enter the operator token` : `cannot reach the node: ${state.lastError}`);
     backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
   }
-  setTimeout(poll, backoff);
+  polling = false;
+  timer = setTimeout(poll, backoff);
 }
 
-function remember(name, key, value) {
-  const history = (state.history[name] ??= {});
+function remember(kind, name, key, value) {
+  const history = (state.history[kind][name] ??= {});
   const series = (history[key] ??= []);
   series.push(value ?? null);
   if (series.length > HISTORY) series.shift();
@@ -91,17 +104,26 @@ function render(streams, node) {
     if (!live.has(name)) {
       card.root.remove();
       cards.delete(name);
-      delete state.history[name];
+      delete state.history.streams[name];
     }
   }
   for (const stream of streams) updateCard(stream);
   renderGpus(node.gpus || []);
 }
 
+/** An element; keys with a dash (aria-label) are attributes, the others properties. */
 function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key.includes("-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
   node.append(...children);
   return node;
+}
+
+function spark(label) {
+  return el("canvas", { className: "spark", width: 400, height: 44, role: "img", "aria-label": label });
 }
 
 function figure(label) {
@@ -123,8 +145,9 @@ function makeCard(name) {
   const degraded = el("p", { className: "degraded" });
   const end = el("button", { className: "end danger", textContent: "End stream", type: "button" });
   const viewers = el("ul", { className: "viewers" });
-  const fpsSpark = el("canvas", { className: "spark", width: 400, height: 44 });
-  const p95Spark = el("canvas", { className: "spark", width: 400, height: 44 });
+  const viewerSummary = el("summary", { textContent: "viewers" });
+  const fpsSpark = spark(`fps out of ${name} over the last minute`);
+  const p95Spark = spark(`processing p95 of ${name} over the last minute`);
   const root = el(
     "article",
     { className: "card" },
@@ -137,7 +160,7 @@ function makeCard(name) {
     fpsSpark,
     el("p", { className: "spark-label", textContent: "processing p95 (ms), last minute" }),
     p95Spark,
-    viewers,
+    el("details", { className: "viewer-list" }, viewerSummary, viewers),
   );
   root.dataset.stream = name;
   preset.addEventListener("change", () => control(name, { preset: preset.value }, error));
@@ -151,7 +174,7 @@ function makeCard(name) {
     await action(`/api/streams/${encodeURIComponent(name)}`, error);
   });
   $("streams").append(root);
-  const card = { root, fps, p95, drops, viewerCount, presetName, encode, preset, prompt, promptLabel, error, degraded, viewers, fpsSpark, p95Spark, promptEffect: null };
+  const card = { root, fps, p95, drops, viewerCount, presetName, encode, preset, prompt, promptLabel, error, degraded, viewers, viewerSummary, fpsSpark, p95Spark, promptEffect: null };
   cards.set(name, card);
   return card;
 }
@@ -162,9 +185,12 @@ function updateCard(stream) {
   card.fps.textContent = `${fixed(stream.fps_in)} / ${fixed(stream.fps_out)}`;
   card.p95.textContent = stream.latency_ms?.p95 == null ? "—" : `${fixed(stream.latency_ms.p95)} ms`;
   const dropped = Object.entries(stream.dropped || {});
+  // processed but replaced in the encoder's slot before any viewer got it: the name /metrics uses
+  if (stream.output?.encoder_frames_dropped) dropped.push(["encoder_slot_replaced", stream.output.encoder_frames_dropped]);
   card.drops.textContent = String(dropped.reduce((sum, [, n]) => sum + n, 0));
   card.drops.title = dropped.map(([reason, n]) => `${reason}: ${n}`).join("\n") || "no frames dropped";
   card.viewerCount.textContent = String(stream.viewers);
+  card.viewerSummary.textContent = stream.viewers === 1 ? "1 viewer" : `${stream.viewers} viewers`;
   card.presetName.textContent = stream.preset;
   card.presetName.title = (stream.effects || []).map((e) => e.name).join(" → ");
   card.encode.textContent = stream.output?.encode_ms?.p95 == null ? "—" : `${fixed(stream.output.encode_ms.p95)} ms`;
@@ -173,7 +199,7 @@ function updateCard(stream) {
 
   if (document.activeElement !== card.preset) {
     const options = presets.includes(stream.preset) ? presets : [...presets, stream.preset];
-    if (card.preset.options.length !== options.length) {
+    if ([...card.preset.options].map((o) => o.value).join("\n") !== options.join("\n")) {
       card.preset.replaceChildren(...options.map((p) => new Option(p, p)));
     }
     card.preset.value = stream.preset;
@@ -188,17 +214,20 @@ function updateCard(stream) {
     card.viewers.dataset.ids = ids.join(",");
     card.viewers.replaceChildren(
       ...(stream.viewer_sessions || []).map((viewer) => {
-        const button = el("button", { textContent: "End", type: "button", className: "danger" });
+        const button = el("button", { textContent: "End", type: "button", className: "danger", "aria-label": `end viewer ${viewer.id}` });
         button.addEventListener("click", () =>
           action(`/api/streams/${encodeURIComponent(name)}/viewers/${encodeURIComponent(viewer.id)}`, card.error));
-        const item = el("li", {}, el("span", { textContent: `viewer ${viewer.id.slice(0, 8)} · ${viewer.codec || "?"}` }), button);
+        const item = el("li", {}, el("span", {
+          textContent: `viewer ${viewer.id.slice(0, 8)} · ${viewer.codec || "?"} · since ${new Date(viewer.since * 1000).toLocaleTimeString()}`,
+          title: viewer.id,
+        }), button);
         item.dataset.viewer = viewer.id;
         return item;
       }),
     );
   }
-  sparkline(card.fpsSpark, remember(name, "fps", stream.fps_out), "#3ecf8e");
-  sparkline(card.p95Spark, remember(name, "p95", stream.latency_ms?.p95), "#4f8cff");
+  sparkline(card.fpsSpark, remember("streams", name, "fps", stream.fps_out), "#3ecf8e");
+  sparkline(card.p95Spark, remember("streams", name, "p95", stream.latency_ms?.p95), "#4f8cff");
 }
 
 function renderGpus(gpus) {
@@ -209,9 +238,8 @@ function renderGpus(gpus) {
   }
   box.replaceChildren(
     ...gpus.map((gpu) => {
-      const key = `gpu${gpu.index}`;
-      const util = remember(key, "util", gpu.utilization == null ? null : gpu.utilization * 100);
-      const mem = remember(key, "mem", gpu.memory_used_bytes == null ? null : gpu.memory_used_bytes / 2 ** 30);
+      const util = remember("gpus", gpu.index, "util", gpu.utilization == null ? null : gpu.utilization * 100);
+      const mem = remember("gpus", gpu.index, "mem", gpu.memory_used_bytes == null ? null : gpu.memory_used_bytes / 2 ** 30);
       const [a, ua] = figure("utilisation");
       const [b, ub] = figure("memory");
       const [c, uc] = figure("temperature");
@@ -222,8 +250,8 @@ function renderGpus(gpus) {
       uc.textContent = gpu.temperature_celsius == null ? "—" : `${gpu.temperature_celsius} °C`;
       ud.textContent = gpu.power_watts == null ? "—" : `${Math.round(gpu.power_watts)} W`;
       ue.textContent = gpu.encoder_utilization == null ? "—" : `${Math.round(gpu.encoder_utilization * 100)} %`;
-      const utilSpark = el("canvas", { className: "spark", width: 400, height: 44 });
-      const memSpark = el("canvas", { className: "spark", width: 400, height: 44 });
+      const utilSpark = spark(`utilisation of GPU ${gpu.index} over the last minute`);
+      const memSpark = spark(`memory used on GPU ${gpu.index} over the last minute`);
       sparkline(utilSpark, util, "#f0b429", 100);
       sparkline(memSpark, mem, "#4f8cff");
       return el("article", { className: "card" }, el("header", {}, el("h3", { textContent: `${gpu.index}: ${gpu.name}` })),
@@ -264,6 +292,7 @@ async function control(name, body, error) {
   error.textContent = "";
   try {
     await requestJson(`/api/streams/${encodeURIComponent(name)}`, { method: "PATCH", body, token });
+    pollNow();
   } catch (err) {
     error.textContent = err.detail || err.message || String(err);
   }
@@ -273,6 +302,7 @@ async function action(path, error) {
   error.textContent = "";
   try {
     await requestJson(path, { method: "DELETE", token });
+    pollNow(); // the ended stream or viewer leaves the page now, not a second later
   } catch (err) {
     error.textContent = err.detail || err.message || String(err);
   }
