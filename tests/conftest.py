@@ -16,9 +16,11 @@ import pytest
 from aiohttp import web
 
 from livegen.api import create_app
-from livegen.api.keys import MANAGER, WORKER
+from livegen.api.keys import HUB, WORKER
 from livegen.config import Settings, load_settings
-from livegen.rtc.sessions import IngestSession, SessionManager, ViewerSession
+from livegen.hub.registry import StreamHub
+from livegen.rtc.ingest import IngestSession
+from livegen.rtc.viewer import ViewerSession
 
 
 def node_settings(**sections: dict[str, Any]) -> Settings:
@@ -41,8 +43,8 @@ class LiveNode:
     http: aiohttp.ClientSession
 
     @property
-    def manager(self) -> SessionManager:
-        return self.app[MANAGER]
+    def hub(self) -> StreamHub:
+        return self.app[HUB]
 
 
 async def start_node(settings: Settings) -> tuple[web.AppRunner, str]:

@@ -10,6 +10,7 @@ import pytest
 
 from livegen.effects.base import Effect, EffectParams, Frame
 from livegen.effects.chain import EffectChain
+from livegen.rtc import aiortc_adapter
 from livegen.testing.clients import WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticAudioTrack, SyntheticVideoTrack
 from tests.conftest import node_settings
@@ -23,14 +24,12 @@ class RtpLog:
         self.arrivals: dict[int, float] = {}
         self.payloads: list[bytes] = []
         receiver = next(t.receiver for t in pc.getTransceivers() if t.kind == kind)
-        handle = receiver._handle_rtp_packet
 
-        async def recording(packet, arrival_time_ms: int) -> None:
+        def record(packet) -> None:
             self.arrivals.setdefault(packet.timestamp, time.monotonic())
             self.payloads.append(bytes(packet.payload))
-            await handle(packet, arrival_time_ms=arrival_time_ms)
 
-        receiver._handle_rtp_packet = recording
+        aiortc_adapter.tap_rtp(receiver, record)
 
     def arrival(self, pts: int, tolerance: int) -> float | None:
         """Arrival of the packet a decoded frame came from. aiortc rebases decoded pts to the
@@ -54,7 +53,7 @@ async def publish_av(node, stream: str, fps: float = 10.0, every_s: float = 1.0)
 
 async def test_opus_is_relayed_without_reencoding(live_node):
     publisher = await publish_av(live_node, "cam")
-    stream = live_node.manager.streams["cam"]
+    stream = live_node.hub.streams["cam"]
     relayed: list[bytes] = []
     push = stream.audio.push
     stream.audio.push = lambda payload, ts: (relayed.append(payload), push(payload, ts))[1]
@@ -87,7 +86,7 @@ class SlowEffect(Effect):
 
 async def measure_av_skew_ms(node) -> list[float]:
     publisher = await publish_av(node, "sync")
-    stream = node.manager.streams["sync"]
+    stream = node.hub.streams["sync"]
     stream.pipeline.set_chain(EffectChain("slow", (SlowEffect(EffectParams()),)))
     viewer = WhepViewer(node.url, "sync", node.http)
     await viewer.watch(audio=True)

@@ -44,7 +44,7 @@ async def test_publish_needs_the_streams_token(live_node, caplog):
     assert await publish_status(live_node, "nobody", PUBLISH) == 403  # no token for that stream
     code, headers, _ = await request(live_node, "POST", "/whip/cam", data="v=0", headers={"Content-Type": "application/sdp"})
     assert code == 401 and headers["WWW-Authenticate"].startswith("Bearer")
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
 
     publisher = WhipPublisher(live_node.url, "cam", live_node.http, token=PUBLISH)
     await publisher.publish(SyntheticVideoTrack(160, 120))
@@ -75,7 +75,7 @@ async def test_publish_needs_the_streams_token(live_node, caplog):
     assert code == 403
     assert await viewer.close() == 200
     assert await publisher.close() == 200
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
 
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for token in (PUBLISH, OTHER, VIEW, OPERATOR):

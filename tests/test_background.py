@@ -19,10 +19,11 @@ from PIL import Image
 
 from livegen.config import EffectSpec, PresetSpec
 from livegen.effects import background, build_chain
-from livegen.effects.background import BackgroundEffect, cover_fit, masked_blur, masked_blur_tensor
+from livegen.effects.background import BackgroundEffect, masked_blur, masked_blur_tensor
 from livegen.effects.base import EffectContext, Frame
 from livegen.errors import Unprocessable
 from livegen.media.assets import AssetStore
+from livegen.media.video_loop import cover_fit
 from livegen.resources import bundled_dir
 from livegen.testing.scenes import compose_scene, erode, known_background, region_ssim
 

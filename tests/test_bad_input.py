@@ -21,8 +21,8 @@ async def request(node, method: str, path: str, **kw):
 
 
 def assert_nothing_left(node) -> None:
-    manager = node.manager
-    assert not manager.streams and not manager._negotiating
+    hub = node.hub
+    assert not hub.streams and not hub._negotiating
     assert not open_sessions()
 
 
@@ -65,7 +65,7 @@ async def test_bad_offers(live_node, endpoint, body, headers, status):
     assert response_headers["Content-Type"].startswith("application/problem+json")
     if publisher:
         await publisher.close()
-        await wait_until(lambda: not live_node.manager.streams)
+        await wait_until(lambda: not live_node.hub.streams)
     assert_nothing_left(live_node)
 
 
@@ -84,7 +84,7 @@ async def test_offer_without_video_is_422(live_node):
     code, _, text = await request(live_node, "POST", "/whep/cam", data=await real_offer("whip"), headers=SDP)
     assert code == 422, text
     await publisher.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
     assert_nothing_left(live_node)
 
 
@@ -106,10 +106,10 @@ async def test_second_publisher_gets_409_and_first_keeps_streaming(live_node):
         await second.publish(SyntheticVideoTrack(160, 120))
     assert err.value.status == 409
     await second.close()
-    frames_before = live_node.manager.streams["cam"].pipeline.stats.frames_out
-    await wait_until(lambda: live_node.manager.streams["cam"].pipeline.stats.frames_out > frames_before + 5)
+    frames_before = live_node.hub.streams["cam"].pipeline.stats.frames_out
+    await wait_until(lambda: live_node.hub.streams["cam"].pipeline.stats.frames_out > frames_before + 5)
     await first.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
     assert_nothing_left(live_node)
 
 
@@ -124,11 +124,11 @@ async def test_unknown_stream_and_session(live_node):
     for path in ("/whip/cam/not-a-session", "/whep/cam/not-a-session"):
         code, _, _ = await request(live_node, "DELETE", path)
         assert code == 404
-    assert "cam" in live_node.manager.streams  # a wrong DELETE does not end the stream
+    assert "cam" in live_node.hub.streams  # a wrong DELETE does not end the stream
     code, _, _ = await request(live_node, "GET", "/api/streams/nobody")
     assert code == 404
     await publisher.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
     assert_nothing_left(live_node)
 
 
@@ -160,12 +160,12 @@ async def test_patch_stream_validation(live_node):
     for kw, status in cases:
         code, _, text = await request(live_node, "PATCH", "/api/streams/cam", **kw)
         assert code == status, (kw, text)
-    assert live_node.manager.streams["cam"].preset == "grayscale"  # bad patches changed nothing
+    assert live_node.hub.streams["cam"].preset == "grayscale"  # bad patches changed nothing
     code, _, text = await request(live_node, "PATCH", "/api/streams/cam", json={"preset": "edges"})
     assert code == 200 and '"preset": "edges"' in text
-    assert live_node.manager.streams["cam"].pipeline.chain.preset == "edges"
+    assert live_node.hub.streams["cam"].pipeline.chain.preset == "edges"
     await publisher.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
 
 
 async def test_racing_publishers_one_wins(live_node):
@@ -178,5 +178,5 @@ async def test_racing_publishers_one_wins(live_node):
     assert sorted(code for code, _, _ in results) == [201, 409]
     location = next(headers["Location"] for code, headers, _ in results if code == 201)
     await request(live_node, "DELETE", location)
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
     assert_nothing_left(live_node)

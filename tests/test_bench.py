@@ -13,7 +13,7 @@ from livegen.bench import run_scenario
 from livegen.bench.node import NodeProcess
 from livegen.bench.report import refresh_readme
 from livegen.cli import build_parser
-from livegen.rtc.ice import use_host_addresses
+from livegen.rtc.aiortc_adapter import use_host_addresses
 
 
 @pytest.fixture

@@ -93,8 +93,8 @@ async def test_webcam_page_publishes_and_shows_the_processed_stream(live_node, b
     async with evidence(tmp_path, webcam=page):
         await page.navigate(f"{live_node.url}/?autostart=1&stream={stream}&preset=grayscale")
         await page.wait_for(f"{STATE}.state === 'publishing'", timeout=20)
-        assert stream in live_node.manager.streams
-        assert live_node.manager.streams[stream].preset == "grayscale"
+        assert stream in live_node.hub.streams
+        assert live_node.hub.streams[stream].preset == "grayscale"
 
         await page.wait_for(f"{STATE}.framesDecoded >= 30", timeout=40)
         published = await page.evaluate(f"[{STATE}.width, {STATE}.height]")
@@ -112,7 +112,7 @@ async def test_webcam_page_publishes_and_shows_the_processed_stream(live_node, b
 
         await page.evaluate("document.getElementById('stop').click()")
         await page.wait_for(f"{STATE}.state === 'idle'", timeout=10)
-        await wait_until(lambda: stream not in live_node.manager.streams, timeout=10)
+        await wait_until(lambda: stream not in live_node.hub.streams, timeout=10)
         async with live_node.http.get(f"{live_node.url}/api/streams/{stream}") as response:
             assert response.status == 404
         await wait_until(lambda: not open_sessions(), timeout=10)
@@ -141,9 +141,9 @@ async def test_webcam_page_changes_background_and_overlays_live(live_node, brows
           mode.value = 'color';
           mode.dispatchEvent(new Event('change'));
         })()""")
-        await wait_until(lambda: [e.name for e in live_node.manager.streams[stream].spec.effects][:2]
+        await wait_until(lambda: [e.name for e in live_node.hub.streams[stream].spec.effects][:2]
                          == ["segmentation", "background"], timeout=10)
-        background = live_node.manager.streams[stream].spec.effects[1].params
+        background = live_node.hub.streams[stream].spec.effects[1].params
         assert background["mode"] == "color" and background["color"] == "#ff00ff"
         await page.wait_for(f"(() => {{ const c = {MEAN_RGB}('processed'); "
                             "return c && c[0] > 200 && c[2] > 200 && c[1] < 60; })()", timeout=20)
@@ -156,7 +156,7 @@ async def test_webcam_page_changes_background_and_overlays_live(live_node, brows
         })()""")
 
         def lower_third():
-            effects = live_node.manager.streams[stream].spec.effects
+            effects = live_node.hub.streams[stream].spec.effects
             layers = [layer for e in effects if e.name == "overlays" for layer in e.params["layers"]]
             return [layer for layer in layers if layer["type"] == "lower_third"]
 
@@ -180,12 +180,12 @@ async def test_viewer_page_waits_for_the_publisher_then_plays(live_node, browser
         await viewer.wait_for(f"{STATE}.framesDecoded >= 30", timeout=40)
         await webcam.wait_for(f"{STATE}.state === 'publishing'", timeout=10)
         assert await viewer.evaluate(f"{STATE}.width") == await webcam.evaluate(f"{STATE}.width")
-        assert len(live_node.manager.streams[stream].viewers) == 2  # the viewer page and the webcam page
+        assert len(live_node.hub.streams[stream].viewers) == 2  # the viewer page and the webcam page
 
         # The publisher leaves: the viewer notices and waits for the next one.
         await webcam.evaluate("document.getElementById('stop').click()")
         await viewer.wait_for(f"{STATE}.state === 'waiting'", timeout=15)
-        await wait_until(lambda: stream not in live_node.manager.streams, timeout=10)
+        await wait_until(lambda: stream not in live_node.hub.streams, timeout=10)
 
 
 async def test_javascript_stamp_matches_the_python_stamp(live_node, browser, tmp_path):

@@ -30,7 +30,7 @@ async def test_capacity_gives_503_with_retry_after(live_node):
     assert code == 503 and headers["Retry-After"]
     await viewer.close()
     await first.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
     code, _, _ = await request(live_node, "GET", "/ready")
     assert code == 200
     assert_nothing_left(live_node)

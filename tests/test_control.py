@@ -83,7 +83,7 @@ async def test_patch_changes_the_chain_live_without_a_stall(live_node):
     viewer = WhepViewer(live_node.url, "cam", live_node.http)
     await viewer.watch()
     await (await viewer.video()).recv()
-    stream = live_node.manager.streams["cam"]
+    stream = live_node.hub.streams["cam"]
 
     async def patches():
         bodies = [

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 
+from livegen.config import DiffusionSettings
 from livegen.diffusion import tiny
-from livegen.diffusion.engine import DiffusionEngine
+from livegen.diffusion.batcher import DenoisingBatcher
 from livegen.diffusion.generator import DiffusionGenerator
 from livegen.diffusion.models import MissingModel, ModelSpec, load, locate
-from livegen.diffusion.params import GenerationParams
 from livegen.diffusion.schedule import stream_timesteps
-from livegen.diffusion.settings import DiffusionSettings
-from livegen.diffusion.stylize import StylizeEffect
 from livegen.effects.base import EffectContext, Frame
+from livegen.effects.generation import GenerationParams
+from livegen.effects.stylize import StylizeEffect
 from livegen.errors import Unprocessable
 
 CPU = torch.device("cpu")
@@ -35,11 +35,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir: Path):
+def batcher(model_dir: Path):
     models = load(ModelSpec(str(model_dir), taesd=None), CPU, torch.float32)
-    engine = DiffusionEngine(models, CPU)
-    yield engine
-    engine.close()
+    batcher = DenoisingBatcher(models, CPU)
+    yield batcher
+    batcher.close()
 
 
 def params(**changes) -> GenerationParams:
@@ -51,10 +51,10 @@ def pictures(count: int, seed: int = 1, size: tuple[int, int] = (SIZE, SIZE)) ->
     return [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(count)]
 
 
-def settled(stream, timeout: float = 10.0) -> None:
-    """Wait until the stream's prompt embeddings are in use (encoding runs on another thread)."""
+def settled(denoiser, timeout: float = 10.0) -> None:
+    """Wait until the denoiser's prompt embeddings are in use (encoding runs on another thread)."""
     deadline = time.monotonic() + timeout
-    while stream.conditioning.wait(0.05) is None or stream.conditioning.pending:
+    while denoiser.conditioning.wait(0.05) is None or denoiser.conditioning.pending:
         assert time.monotonic() < deadline, "the prompt was never encoded"
 
 
@@ -111,7 +111,7 @@ def test_no_gpu_without_allow_cpu_is_a_reason_not_a_crash(model_dir: Path) -> No
     generator = DiffusionGenerator(DiffusionSettings(model=str(model_dir), taesd=None), CPU)
     generator.load()
     assert "allow_cpu" in (generator.unavailable() or "")
-    assert generator.engine is None
+    assert generator.batcher is None
 
 
 # ---- parameters and schedule ----------------------------------------------------------------
@@ -137,8 +137,8 @@ def test_bad_parameters_are_named(model_dir: Path) -> None:
 
 
 # ---- frames ---------------------------------------------------------------------------------
-def test_outputs_have_the_frame_shape_and_range_without_nans(engine: DiffusionEngine) -> None:
-    stream = engine.open_stream(params(steps=2), "a beach at sunset")
+def test_outputs_have_the_frame_shape_and_range_without_nans(batcher: DenoisingBatcher) -> None:
+    stream = batcher.open_denoiser(params(steps=2), "a beach at sunset")
     settled(stream)
     for picture in pictures(3, size=(96, 54)):  # a 16:9 frame: the long side becomes SIZE
         out = stream.process(picture)
@@ -147,11 +147,11 @@ def test_outputs_have_the_frame_shape_and_range_without_nans(engine: DiffusionEn
     stream.close()
 
 
-def test_fixed_seed_is_deterministic(engine: DiffusionEngine) -> None:
+def test_fixed_seed_is_deterministic(batcher: DenoisingBatcher) -> None:
     frames = pictures(3)
 
     def run(seed: int) -> list[torch.Tensor]:
-        stream = engine.open_stream(params(seed=seed), "a forest")
+        stream = batcher.open_denoiser(params(seed=seed), "a forest")
         settled(stream)
         outs = [stream.process(f).clone() for f in frames]
         stream.close()
@@ -163,31 +163,31 @@ def test_fixed_seed_is_deterministic(engine: DiffusionEngine) -> None:
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
-def test_stream_batch_keeps_order_with_the_stated_delay(engine: DiffusionEngine, steps: int) -> None:
-    stream = engine.open_stream(params(steps=steps, strength=0.9), "a city street")
+def test_stream_batch_keeps_order_with_the_stated_delay(batcher: DenoisingBatcher, steps: int) -> None:
+    stream = batcher.open_denoiser(params(steps=steps, strength=0.9), "a city street")
     settled(stream)
     frames = pictures(6, seed=steps)
-    calls_before = engine.unet_calls
+    calls_before = batcher.unet_calls
     outputs = [stream.process(f).clone() for f in frames]
     assert stream.delay_frames == steps - 1
     # one UNet call per frame, plus steps − 1 to prime the batch on the first frame
-    assert engine.unet_calls - calls_before == len(frames) + steps - 1
+    assert batcher.unet_calls - calls_before == len(frames) + steps - 1
     embeddings = stream.conditioning.current()
     for index, out in enumerate(outputs):
         source = frames[max(0, index - stream.delay_frames)]
         with torch.inference_mode():
-            latent = engine.encode(stream.prepare_input(source)[None])
-            expected = engine.decode(engine.denoise(latent, embeddings, stream.coefficients, stream.noise))[0]
+            latent = batcher.encode(stream.prepare_input(source)[None])
+            expected = batcher.decode(batcher.denoise(latent, embeddings, stream.coefficients, stream.noise))[0]
         assert torch.allclose(out, expected, atol=1e-4), f"output {index} is not input {index - steps + 1}"
         others = [f for i, f in enumerate(frames) if i != max(0, index - stream.delay_frames)]
         assert all(not np.array_equal(f, source) for f in others)
     stream.close()
 
 
-def test_streams_with_the_same_model_share_one_unet_call(engine: DiffusionEngine) -> None:
-    a = engine.open_stream(params(steps=2, seed=1), "a desert")
-    b = engine.open_stream(params(steps=2, seed=2), "a glacier")
-    alone = engine.open_stream(params(steps=2, seed=2), "a glacier")
+def test_streams_with_the_same_model_share_one_unet_call(batcher: DenoisingBatcher) -> None:
+    a = batcher.open_denoiser(params(steps=2, seed=1), "a desert")
+    b = batcher.open_denoiser(params(steps=2, seed=2), "a glacier")
+    alone = batcher.open_denoiser(params(steps=2, seed=2), "a glacier")
     for stream in (a, b, alone):
         settled(stream)
     frames = pictures(4, seed=5)
@@ -195,57 +195,57 @@ def test_streams_with_the_same_model_share_one_unet_call(engine: DiffusionEngine
         for stream in (a, b, alone):
             stream.process(picture)
     for picture in frames[1:]:
-        before = engine.unet_calls
+        before = batcher.unet_calls
         tickets = [a.submit(picture), b.submit(picture)]
-        outs = [engine.collect(t) for t in tickets]
-        assert engine.unet_calls - before == 1, "two streams' frames should share one UNet call"
+        outs = [batcher.collect(t) for t in tickets]
+        assert batcher.unet_calls - before == 1, "two streams' frames should share one UNet call"
         assert torch.allclose(outs[1], alone.process(picture), atol=1e-4)
     for stream in (a, b, alone):
         stream.close()
 
 
-def test_similarity_filter_skips_a_repeated_frame(engine: DiffusionEngine) -> None:
-    stream = engine.open_stream(params(similarity=0.98, max_skip=3), "a lake")
+def test_similarity_filter_skips_a_repeated_frame(batcher: DenoisingBatcher) -> None:
+    stream = batcher.open_denoiser(params(similarity=0.98, max_skip=3), "a lake")
     settled(stream)
     picture, different = pictures(2, seed=9)
     first = stream.process(picture)
-    calls = engine.unet_calls
+    calls = batcher.unet_calls
     noisy = np.clip(picture.astype(np.int16) + np.random.default_rng(0).integers(-2, 3, picture.shape), 0, 255)
     ticket = stream.submit(noisy.astype(np.uint8))
     assert ticket.skipped and "diffusion_similar" in ticket.notes
-    assert engine.collect(ticket) is first and engine.unet_calls == calls
+    assert batcher.collect(ticket) is first and batcher.unet_calls == calls
     assert stream.submit(different).skipped is False
-    engine.flush()
+    batcher.flush()
     # at most max_skip in a row: the fourth repeat is processed
     skipped = [stream.submit(different).skipped for _ in range(4)]
-    engine.flush()
+    batcher.flush()
     assert skipped == [True, True, True, False]
     stream.close()
 
 
-def test_over_budget_reuses_the_last_output(engine: DiffusionEngine) -> None:
-    stream = engine.open_stream(params(), "a lake")
+def test_over_budget_reuses_the_last_output(batcher: DenoisingBatcher) -> None:
+    stream = batcher.open_denoiser(params(), "a lake")
     settled(stream)
     a, b = pictures(2, seed=11)
     first = stream.process(a)
-    calls = engine.unet_calls
-    assert stream.process(b, reuse=True) is first and engine.unet_calls == calls
+    calls = batcher.unet_calls
+    assert stream.process(b, reuse=True) is first and batcher.unet_calls == calls
     stream.close()
 
 
-def test_prompt_change_lands_without_blocking_the_frame_path(engine: DiffusionEngine) -> None:
+def test_prompt_change_lands_without_blocking_the_frame_path(batcher: DenoisingBatcher) -> None:
     gate = threading.Event()
-    real_encode = engine.prompts._encode
+    real_encode = batcher.prompts._encode
 
     def slow_encode(prompt: str) -> torch.Tensor:
         if prompt == "slow new prompt":
             assert gate.wait(20)
         return real_encode(prompt)
 
-    engine.prompts._encode = slow_encode
+    batcher.prompts._encode = slow_encode
     try:
-        stream = engine.open_stream(params(steps=2), "an old prompt")
-        control = engine.open_stream(params(steps=2), "an old prompt")
+        stream = batcher.open_denoiser(params(steps=2), "an old prompt")
+        control = batcher.open_denoiser(params(steps=2), "an old prompt")
         settled(stream)
         settled(control)
         frames = pictures(8, seed=3)
@@ -258,7 +258,7 @@ def test_prompt_change_lands_without_blocking_the_frame_path(engine: DiffusionEn
             assert stream.conditioning.current_request.prompt == "an old prompt"
         gate.set()
         deadline = time.monotonic() + 20
-        while not engine.prompts.cached("slow new prompt"):
+        while not batcher.prompts.cached("slow new prompt"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         # the first frame after the encoding finished runs on the new prompt
@@ -269,13 +269,13 @@ def test_prompt_change_lands_without_blocking_the_frame_path(engine: DiffusionEn
         control.close()
     finally:
         gate.set()
-        engine.prompts._encode = real_encode
+        batcher.prompts._encode = real_encode
 
 
-def test_two_prompts_blend_by_weight(engine: DiffusionEngine) -> None:
-    a = engine.open_stream(params(), "red")
-    b = engine.open_stream(params(), "blue")
-    mix = engine.open_stream(params(prompt2="blue", prompt_weight=0.25), "red")
+def test_two_prompts_blend_by_weight(batcher: DenoisingBatcher) -> None:
+    a = batcher.open_denoiser(params(), "red")
+    b = batcher.open_denoiser(params(), "blue")
+    mix = batcher.open_denoiser(params(prompt2="blue", prompt_weight=0.25), "red")
     for stream in (a, b, mix):
         settled(stream)
     ea, eb, em = (s.conditioning.current() for s in (a, b, mix))
@@ -285,9 +285,9 @@ def test_two_prompts_blend_by_weight(engine: DiffusionEngine) -> None:
 
 
 def test_an_lcm_model_runs_the_same_stream_code() -> None:
-    lcm = DiffusionEngine(tiny.build_models("tiny-lcm", seed=0), CPU)
+    lcm = DenoisingBatcher(tiny.build_models("tiny-lcm", seed=0), CPU)
     assert lcm.models.kind == "lcm" and lcm.schedule.consistency
-    stream = lcm.open_stream(params(steps=4, strength=1.0), "a portrait")
+    stream = lcm.open_denoiser(params(steps=4, strength=1.0), "a portrait")
     settled(stream)
     outs = [stream.process(picture) for picture in pictures(2)]
     assert all(torch.isfinite(out).all() and out.shape == (3, SIZE, SIZE) for out in outs)
@@ -319,11 +319,11 @@ def test_background_mode_returns_a_picture_of_the_frame_size(generator: Diffusio
 
 def test_scene_mode_makes_one_still_and_reuses_it(generator: DiffusionGenerator) -> None:
     scene = generator.scene("a castle", {"size": SIZE, "steps": 2, "mode": "scene"})
-    settled(scene._stream)
-    calls = generator.engine.unet_calls
+    settled(scene._denoiser)
+    calls = generator.batcher.unet_calls
     first = scene.background(Frame(0, rgb=pictures(1)[0]))
     second = scene.background(Frame(1, rgb=pictures(1, seed=2)[0]))
-    assert generator.engine.unet_calls - calls == 2  # the two steps of one still
+    assert generator.batcher.unet_calls - calls == 2  # the two steps of one still
     assert np.array_equal(first, second)
     scene.close()
 
@@ -333,7 +333,7 @@ def test_stylize_keeps_the_person_pixels_under_the_mask(generator: DiffusionGene
         {"prompt": "oil painting", "size": SIZE, "keep_person": True, "similarity": 1.0},
         EffectContext(generator=generator),
     )
-    settled(effect._open())
+    settled(effect._scene._ensure_denoiser())
     picture = pictures(1, size=(96, 64))[0]
     mask = np.zeros((64, 96), np.float32)
     mask[:, :40] = 1.0  # the person: the left part of the frame
@@ -354,7 +354,7 @@ def test_generated_background_keeps_the_person_and_takes_new_prompts(generator: 
 
     raw = {"mode": "generated", "prompt": "a beach", "generation": {"size": SIZE, "steps": 2, "similarity": 1.0}}
     effect = BackgroundEffect.create(raw, EffectContext(generator=generator))
-    settled(effect._scene._ensure_stream())
+    settled(effect._scene._ensure_denoiser())
     picture = pictures(1, size=(96, 64))[0]
     mask = np.zeros((64, 96), np.float32)
     mask[:, 56:] = 1.0  # the person: the right part of the frame
@@ -368,7 +368,7 @@ def test_generated_background_keeps_the_person_and_takes_new_prompts(generator: 
     assert not np.array_equal(frame.rgb[:, :56], picture[:, :56])
     changed = effect.Params.model_validate({**raw, "prompt": "a forest"})
     assert effect.retunable(changed)
-    stream = effect._scene._stream
+    stream = effect._scene._denoiser
     effect.retune(changed)
     for index in range(3, 40):  # frames keep flowing while the new prompt is encoded
         frame = Frame(index, rgb=picture)
@@ -378,14 +378,14 @@ def test_generated_background_keeps_the_person_and_takes_new_prompts(generator: 
         if stream.conditioning.current_request.prompt == "a forest":
             break
         time.sleep(0.02)
-    assert effect._scene._stream is stream and stream.conditioning.current_request.prompt == "a forest"
+    assert effect._scene._denoiser is stream and stream.conditioning.current_request.prompt == "a forest"
     effect.close()
 
 
 def test_stylize_takes_a_new_prompt_in_place(generator: DiffusionGenerator) -> None:
     effect = StylizeEffect.create({"prompt": "oil painting", "size": SIZE, "similarity": 1.0},
                                   EffectContext(generator=generator))
-    stream = effect._open()
+    stream = effect._scene._ensure_denoiser()
     settled(stream)
     changed = effect.Params.model_validate({"prompt": "charcoal sketch", "size": SIZE, "similarity": 1.0})
     assert effect.retunable(changed)
@@ -398,7 +398,7 @@ def test_stylize_takes_a_new_prompt_in_place(generator: DiffusionGenerator) -> N
         if stream.conditioning.current_request.prompt == "charcoal sketch":
             break
         time.sleep(0.02)
-    assert effect._stream is stream and stream.conditioning.current_request.prompt == "charcoal sketch"
+    assert effect._scene._denoiser is stream and stream.conditioning.current_request.prompt == "charcoal sketch"
     effect.close()
 
 

@@ -15,7 +15,7 @@ from livegen.effects import build_chain
 from livegen.effects.base import Effect, Frame
 from livegen.effects.chain import EffectChain
 from livegen.engine.pipeline import StreamPipeline
-from livegen.engine.slot import FrameSlot
+from livegen.flow.slot import FrameSlot
 from livegen.engine.stats import StreamStats
 from livegen.engine.worker import DeviceWorker
 from livegen.errors import InvalidSdp, Unprocessable

@@ -42,7 +42,7 @@ async def test_viewers_share_one_encoder_per_codec(live_node):
     for viewer in [*viewers, vp8]:
         got = await frames(viewer, 10)
         assert got[-1].width == 320
-    stream = live_node.manager.streams["cam"]
+    stream = live_node.hub.streams["cam"]
     assert sorted(v.codec for v in stream.viewers.values()) == ["H264", "H264", "H264", "VP8"]
     out = stream.info()["output"]
     assert out["mode"] == "encode_once"
@@ -51,7 +51,7 @@ async def test_viewers_share_one_encoder_per_codec(live_node):
     assert out["frames_encoded"] <= stream.pipeline.stats.frames_out
     for viewer in [*viewers, vp8]:
         await viewer.close()
-    await wait_until(lambda: not live_node.manager.streams["cam"].viewers)
+    await wait_until(lambda: not live_node.hub.streams["cam"].viewers)
     assert stream.output.encoder.implementations() == {}  # no viewer, no encoding
     await publisher.close()
 
@@ -65,7 +65,7 @@ async def test_per_viewer_mode_still_serves_viewers(live_node, settings):
     got = await frames(viewer, 10)
     rgb = got[-1].to_ndarray(format="rgb24").astype(int)
     assert np.abs(rgb[60:200, :, 0] - rgb[60:200, :, 2]).mean() < 6
-    assert live_node.manager.streams["cam"].info()["output"]["frames_encoded"] == 0
+    assert live_node.hub.streams["cam"].info()["output"]["frames_encoded"] == 0
     await viewer.close()
     await publisher.close()
 
@@ -76,13 +76,13 @@ async def test_late_viewer_and_pli_get_keyframes_rate_limited(live_node):
     first = WhepViewer(live_node.url, "cam", live_node.http)
     await first.watch()
     await frames(first, 5)
-    encoder = live_node.manager.streams["cam"].output.encoder
+    encoder = live_node.hub.streams["cam"].output.encoder
     forced = encoder.keyframes_forced
     late = WhepViewer(live_node.url, "cam", live_node.http)
     await late.watch()
     await frames(late, 3)  # decodable at once: it started on a keyframe
     assert encoder.keyframes_forced == forced + 1
-    session = next(v for v in live_node.manager.streams["cam"].viewers.values() if v.track is not None)
+    session = next(v for v in live_node.hub.streams["cam"].viewers.values() if v.track is not None)
     for _ in range(20):  # a burst of PLIs ...
         session._sender._send_keyframe()
     # ... is served by one keyframe, no sooner than min_keyframe_gap_s (0.5 s) after the last
@@ -104,13 +104,13 @@ async def test_slow_viewer_resyncs_at_a_keyframe():
     wanted = []
     sub = PacketSubscription("H264", capacity=4, want_keyframe=wanted.append)
     sub.offer([packet(False)])
-    assert sub.dropped == 1 and not sub._queue  # waits for the first keyframe
+    assert sub.dropped == 1 and len(sub) == 0  # waits for the first keyframe
     sub.offer([packet(True), packet(False), packet(False), packet(False)])
-    assert len(sub._queue) == 4
+    assert len(sub) == 4
     sub.offer([packet(False)])  # over capacity: drop the backlog, ask for a keyframe
     assert wanted == ["H264"] and sub.resyncs == 1 and sub.waiting_for_keyframe
     sub.offer([packet(False), packet(True)])
-    got = await sub.next()
+    got = await sub.get()
     assert got.is_keyframe and sub.dropped == 1 + 4 + 2
 
 

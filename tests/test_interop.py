@@ -42,8 +42,8 @@ async def test_gstreamer_webrtcbin_publishes_video_and_audio(live_node):
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await wait_until(lambda: "gst" in live_node.manager.streams, timeout=20)
-        stream = live_node.manager.streams["gst"]
+        await wait_until(lambda: "gst" in live_node.hub.streams, timeout=20)
+        stream = live_node.hub.streams["gst"]
         await wait_until(lambda: stream.pipeline.stats.frames_in > 20 and stream.audio.packets_in > 50, timeout=20)
         viewer = WhepViewer(live_node.url, "gst", live_node.http)
         await viewer.watch(audio=True)
@@ -59,4 +59,4 @@ async def test_gstreamer_webrtcbin_publishes_video_and_audio(live_node):
     events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     assert [e["event"] for e in events] == ["created", "connected", "deleted"], (events, err.decode()[-2000:])
     assert events[-1]["status"] == 200  # the client's own DELETE ended the session
-    await wait_until(lambda: "gst" not in live_node.manager.streams)
+    await wait_until(lambda: "gst" not in live_node.hub.streams)

@@ -18,7 +18,7 @@ from tests.test_bad_input import SDP, real_offer, request
 async def test_oversized_pictures_end_the_publish(live_node, settings, caplog):
     publisher = WhipPublisher(live_node.url, "big", live_node.http)
     await publisher.publish(SyntheticVideoTrack(800, 600))
-    await wait_until(lambda: "big" not in live_node.manager.streams, timeout=15)
+    await wait_until(lambda: "big" not in live_node.hub.streams, timeout=15)
     assert "800x600 is over the limit of 640x480" in caplog.text
     await publisher.close()
     small = WhipPublisher(live_node.url, "small", live_node.http)
@@ -37,7 +37,7 @@ async def test_frame_rate_limit(live_node, settings):
     assert code == 422 and "30 fps" in text
     publisher = WhipPublisher(live_node.url, "cam", live_node.http)
     await publisher.publish(SyntheticVideoTrack(160, 120, fps=30))
-    stream = live_node.manager.streams["cam"]
+    stream = live_node.hub.streams["cam"]
     await wait_until(lambda: stream.pipeline.stats.frames_in >= 60, timeout=15)
     stats = stream.pipeline.stats
     assert stats.dropped["fps_limit"] >= 0.35 * stats.frames_in  # about half of 30 fps is over 15

@@ -215,7 +215,7 @@ async def test_metrics_follow_a_stream_and_forget_it_when_it_ends(live_node):
 
     assert await viewer.close() == 200
     assert await publisher.close() == 200
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
     text = await scrape(live_node)
     assert value(text, "livegen_streams") == 0
     assert not [s for f in text_string_to_metric_families(text) for s in f.samples if "stream" in s.labels]

@@ -59,7 +59,7 @@ async def test_ending_one_viewer_leaves_the_others_and_ending_the_stream_ends_al
     gone, kept = sessions[0]["id"], sessions[1]["id"]
     code, _, text = await request(live_node, "DELETE", f"/api/streams/cam/viewers/{gone}")
     assert code == 200, text
-    assert set(live_node.manager.streams["cam"].viewers) == {kept}
+    assert set(live_node.hub.streams["cam"].viewers) == {kept}
     survivor = next(v for v in viewers if v.location and v.location.endswith(kept))
     for _ in range(5):  # the other viewer keeps receiving
         await asyncio.wait_for((await survivor.video()).recv(), 5)
@@ -70,7 +70,7 @@ async def test_ending_one_viewer_leaves_the_others_and_ending_the_stream_ends_al
     assert code == 404
     code, _, text = await request(live_node, "DELETE", "/api/streams/cam")
     assert code == 200, text
-    assert "cam" not in live_node.manager.streams
+    assert "cam" not in live_node.hub.streams
     await wait_until(lambda: not open_sessions(), timeout=10)
     for viewer in viewers:
         await viewer.close()
@@ -92,9 +92,9 @@ async def test_operator_routes_need_the_operator_token(live_node, settings):
         assert code == status, token
     code, _, _ = await request(live_node, "DELETE", "/api/streams/bad%20name", headers=bearer(OPERATOR))
     assert code == 400
-    assert "cam" in live_node.manager.streams
+    assert "cam" in live_node.hub.streams
     code, _, _ = await request(live_node, "DELETE", "/api/streams/cam", headers=bearer(OPERATOR))
-    assert code == 200 and "cam" not in live_node.manager.streams
+    assert code == 200 and "cam" not in live_node.hub.streams
     await publisher.close()
 
 
@@ -130,7 +130,7 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         # end the one viewer from the page
         await page.wait_for(f"{card}.querySelector('li[data-viewer] button') !== null", timeout=10)
         await page.evaluate(f"{card}.querySelector('li[data-viewer] button').click()")
-        await wait_until(lambda: not live_node.manager.streams["show"].viewers, timeout=10)
+        await wait_until(lambda: not live_node.hub.streams["show"].viewers, timeout=10)
         await page.wait_for(f"{card}.querySelector('li[data-viewer]') === null", timeout=10)
 
         # switch the preset from the page
@@ -140,7 +140,7 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
           select.value = 'generated';
           select.dispatchEvent(new Event('change'));
         }})()""")
-        await wait_until(lambda: live_node.manager.streams["show"].preset == "generated", timeout=10)
+        await wait_until(lambda: live_node.hub.streams["show"].preset == "generated", timeout=10)
 
         # a chain with a prompt shows the field; a refused prompt is explained on the card
         await page.wait_for(f"!{card}.querySelector('label:has(input)').hidden", timeout=10)
@@ -148,13 +148,13 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         await page.evaluate(f"(() => {{ const i = {card}.querySelector('input'); i.value = ' '; i.{enter}; }})()")
         await page.wait_for(f"{card}.querySelector('.error-inline').textContent.includes('prompt')", timeout=10)
         await page.evaluate(f"(() => {{ const i = {card}.querySelector('input'); i.value = 'a beach'; i.{enter}; }})()")
-        await wait_until(lambda: live_node.manager.streams["show"].spec.effects[-1].params["prompt"] == "a beach",
+        await wait_until(lambda: live_node.hub.streams["show"].spec.effects[-1].params["prompt"] == "a beach",
                          timeout=10)
         assert await page.evaluate(f"{card}.querySelector('.error-inline').textContent") == ""
 
         # end the stream from the page
         await page.evaluate(f"window.confirm = () => true; {card}.querySelector('button.end').click()")
-        await wait_until(lambda: "show" not in live_node.manager.streams, timeout=10)
+        await wait_until(lambda: "show" not in live_node.hub.streams, timeout=10)
         await page.wait_for(f"{card} === null", timeout=10)
         assert await page.evaluate(f"{ops}.lastError") is None
     await viewer.close()

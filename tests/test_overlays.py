@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from livegen.effects.base import EffectContext, Frame
-from livegen.effects.overlays import OverlaysEffect, countdown_text, place
+from livegen.effects.overlays import OverlaysEffect, countdown_text
+from livegen.effects.sprites import place
 from livegen.errors import Unprocessable
 from livegen.media.assets import AssetStore
 from livegen.resources import bundled_dir

@@ -10,6 +10,7 @@ import torch
 
 from livegen.media.convert import frame_to_rgb, frame_to_tensor, tensor_to_rgb
 from livegen.testing.clients import WhepViewer, WhipPublisher
+from livegen.testing.effects import run_on_image
 from livegen.testing.tracks import SyntheticVideoTrack
 from tests.conftest import media_threads, open_sessions, wait_until
 
@@ -49,8 +50,8 @@ async def test_frames_come_back_processed_and_delete_frees_everything(live_node,
     last = frame_to_rgb(frames[-1]).astype(np.int16)
     assert last.shape == (480, 640, 3)
     source = camera.draw(0)
-    chain = live_node.manager.presets.chain(preset)
-    expected = tensor_to_rgb(chain.apply(frame_to_tensor(source, torch.device("cpu")))).astype(np.int16)
+    chain = live_node.hub.presets.chain(preset)
+    expected = tensor_to_rgb(run_on_image(chain, frame_to_tensor(source, torch.device("cpu")))).astype(np.int16)
     original = frame_to_rgb(source).astype(np.int16)
     top = slice(48, 320)  # colour bars only: below the stamp row, above the moving square
     error = np.abs(last[top] - expected[top]).mean()
@@ -65,8 +66,8 @@ async def test_frames_come_back_processed_and_delete_frees_everything(live_node,
 
     assert await viewer.close() == 200
     assert await publisher.close() == 200
-    await wait_until(lambda: not live_node.manager.streams and live_node.manager.tasks == 0)
-    assert live_node.manager.worker.pipelines == ()
+    await wait_until(lambda: not live_node.hub.streams and live_node.hub.tasks == 0)
+    assert live_node.hub.worker.pipelines == ()
     assert "closed" in publisher.states and publisher.states[:3] == ["new", "connecting", "connected"]
     assert not open_sessions()
     # decoders of the node's ingest and of the closed test viewer have stopped; the worker stays
@@ -100,7 +101,7 @@ async def test_publisher_leaving_ends_its_viewers(live_node):
     await viewer.watch()
     await receive_frames(await viewer.video(), 3)
     assert await publisher.close() == 200
-    await wait_until(lambda: "gone" not in live_node.manager.streams)
+    await wait_until(lambda: "gone" not in live_node.hub.streams)
     # the viewer's session is gone too: DELETE on it is a 404
     async with live_node.http.delete(viewer.location) as response:
         assert response.status == 404

@@ -103,7 +103,7 @@ async def test_obs_style_publisher(live_node, settings):
             frames.append(await track.recv())
     assert (frames[-1].width, frames[-1].height) == (640, 360)
     assert video.profiles == {77}  # what was sent really was main profile
-    stream = live_node.manager.streams["obs"]
+    stream = live_node.hub.streams["obs"]
     await wait_until(lambda: stream.audio.packets_out > 20)
     assert (await (await viewer.audio()).recv()).sample_rate == 48000
 
@@ -111,7 +111,7 @@ async def test_obs_style_publisher(live_node, settings):
     async with live_node.http.delete(f"{live_node.url}{location}", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
         assert r.status == 200
     await pc.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
 
 
 async def test_gstreamer_style_publisher_gathers_before_post(live_node):

@@ -78,13 +78,13 @@ async def test_created_headers_and_trickle_patch(live_node):
     code, headers, _ = await request(live_node, "OPTIONS", location)
     assert code == 204 and "PATCH" in headers["Allow"]
 
-    await wait_until(lambda: live_node.manager.streams["cam"].pipeline.stats.frames_out > 5, timeout=15)
+    await wait_until(lambda: live_node.hub.streams["cam"].pipeline.stats.frames_out > 5, timeout=15)
     code, _, _ = await request(live_node, "HEAD", "/whep/cam")
     assert code == 200
     code, _, _ = await request(live_node, "DELETE", location)
     assert code == 200
     await pc.close()
-    await wait_until(lambda: not live_node.manager.streams)
+    await wait_until(lambda: not live_node.hub.streams)
 
 
 async def test_publisher_that_never_sends_candidates_still_connects(live_node):

@@ -19,7 +19,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from livegen.diffusion.settings import DiffusionSettings
 from livegen.errors import ConfigError
 from livegen.resources import bundled_dir
 
@@ -162,6 +161,33 @@ class EngineSettings(_Section):
     """Folder of images and videos presets refer to; default: the bundled `configs/assets/`."""
 
 
+class DiffusionSettings(_Section):
+    """Which diffusion model the node loads and how it runs it (the diffusion stage)."""
+
+    enabled: bool = True
+    """False: no generator is built; `generated` backgrounds and `stylize` fall back."""
+    model: str = "stabilityai/sd-turbo"
+    """A local folder in diffusers layout (unet/, text_encoder/, tokenizer/, scheduler/) or a
+    Hugging Face id already in the local cache (`livegen models pull ID` puts it there)."""
+    taesd: str | None = "madebyollin/taesd"
+    """The tiny autoencoder (folder or cached id) used to encode and decode frames; ignored when
+    the model folder's own vae/ already is an `AutoencoderTiny`."""
+    cache_dir: Path | None = None
+    """Hugging Face cache to look in; default: the hub's own (HF_HUB_CACHE / HF_HOME)."""
+    allow_cpu: bool = False
+    """Run on the CPU when there is no GPU (fp32, far below frame rate: tests and demos only)."""
+    compile: bool = False
+    """torch.compile the UNet (opt-in: minutes of compiling at start; falls back to eager)."""
+    cuda_graphs: bool = False
+    """Replay the UNet as a CUDA graph per batch shape (opt-in; falls back when capture fails)."""
+    channels_last: bool = True
+    """channels-last memory format on CUDA (usually faster convolutions)."""
+    prompt_cache: int = Field(64, ge=1, le=4096)
+    """Prompt embeddings kept in memory; a prompt seen before swaps in without encoding."""
+    max_batch: int = Field(8, ge=1, le=64)
+    """Most frames (streams × steps) one UNet call may carry; larger groups are split."""
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     rtc: RtcSettings = Field(default_factory=RtcSettings)
@@ -196,11 +222,12 @@ def default_config_path() -> Path:
     return bundled_dir("configs") / "default.yaml"
 
 
-def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+def merge_sections(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it, section by section (nested mappings merge, the rest replaces)."""
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_sections(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -256,8 +283,8 @@ def load_settings(
     if path is not None or source.is_file():
         data = _read_yaml(source)
     env_data, env_origin = _env_layer(os.environ if env is None else env)
-    data = _merge(data, env_data)
-    data = _merge(data, overrides or {})
+    data = merge_sections(data, env_data)
+    data = merge_sections(data, overrides or {})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

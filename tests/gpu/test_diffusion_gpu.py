@@ -22,10 +22,10 @@ def turbo_models():
     return build_models("sd-turbo", seed=0)
 
 
-def _engine(models, **options):
-    from livegen.diffusion.engine import DiffusionEngine
+def _batcher(models, **options):
+    from livegen.diffusion.batcher import DenoisingBatcher
 
-    return DiffusionEngine(models, CUDA, **options)
+    return DenoisingBatcher(models, CUDA, **options)
 
 
 def _frames(count: int, size=(512, 512)) -> list[np.ndarray]:
@@ -38,33 +38,33 @@ def _settle(stream) -> None:
 
 
 def test_fp16_channels_last_outputs_are_finite(turbo_models) -> None:
-    from livegen.diffusion.params import GenerationParams
+    from livegen.effects.generation import GenerationParams
 
-    engine = _engine(turbo_models)
-    assert engine.path == "cuda fp16 channels-last eager"
-    stream = engine.open_stream(GenerationParams(steps=2, size=512, similarity=1.0), "a beach")
+    batcher = _batcher(turbo_models)
+    assert batcher.path == "cuda fp16 channels-last eager"
+    stream = batcher.open_denoiser(GenerationParams(steps=2, size=512, similarity=1.0), "a beach")
     _settle(stream)
     for frame in _frames(4, (768, 432)):
         out = stream.process(frame)
         assert out.shape == (3, 432, 768) and out.dtype == torch.float16 and out.is_cuda
         assert torch.isfinite(out).all()
     stream.close()
-    engine.close()
+    batcher.close()
 
 
 def test_cuda_graphs_match_eager(turbo_models) -> None:
-    from livegen.diffusion.params import GenerationParams
+    from livegen.effects.generation import GenerationParams
 
     params = GenerationParams(steps=1, size=512, similarity=1.0)
     results = []
     for options in ({}, {"cuda_graphs": True}):
-        engine = _engine(turbo_models, **options)
-        stream = engine.open_stream(params, "a forest")
+        batcher = _batcher(turbo_models, **options)
+        stream = batcher.open_denoiser(params, "a forest")
         _settle(stream)
         outs = [stream.process(f).float().cpu() for f in _frames(3)]
-        results.append((engine.path, engine.fallbacks, outs))
+        results.append((batcher.path, batcher.fallbacks, outs))
         stream.close()
-        engine.close()
+        batcher.close()
     (_, _, eager), (path, fallbacks, graphed) = results
     assert "cudagraph" in path or fallbacks, "CUDA graphs neither ran nor reported why not"
     for a, b in zip(eager, graphed, strict=True):
@@ -72,21 +72,21 @@ def test_cuda_graphs_match_eager(turbo_models) -> None:
 
 
 def test_four_streams_share_one_unet_call(turbo_models) -> None:
-    from livegen.diffusion.params import GenerationParams
+    from livegen.effects.generation import GenerationParams
 
-    engine = _engine(turbo_models)
-    streams = [engine.open_stream(GenerationParams(steps=1, size=512, seed=i, similarity=1.0), "a city")
+    batcher = _batcher(turbo_models)
+    streams = [batcher.open_denoiser(GenerationParams(steps=1, size=512, seed=i, similarity=1.0), "a city")
                for i in range(4)]
     for stream in streams:
         _settle(stream)
     frame = _frames(1)[0]
-    before = engine.unet_calls
+    before = batcher.unet_calls
     tickets = [s.submit(frame) for s in streams]
-    outs = [engine.collect(t) for t in tickets]
-    assert engine.unet_calls - before == 1 and all(o is not None for o in outs)
+    outs = [batcher.collect(t) for t in tickets]
+    assert batcher.unet_calls - before == 1 and all(o is not None for o in outs)
     for stream in streams:
         stream.close()
-    engine.close()
+    batcher.close()
 
 
 def test_bench_runs_on_the_gpu(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The aiohttp app factory: wires settings, presets, the device worker and the session manager.
+"""The aiohttp app factory: wires settings, presets, the device worker and the stream hub.
 
 No module globals: everything the handlers need hangs off the app under typed keys. The worker
 starts with the app and stops after every session has been closed.
@@ -15,7 +15,7 @@ from aiohttp import web
 from livegen.api import assets as asset_routes
 from livegen.api import metrics, ops, pages, streams, webrtc
 from livegen.api.cors import cors_middleware
-from livegen.api.keys import ASSETS, GENERATOR, MANAGER, SETTINGS, WORKER
+from livegen.api.keys import ASSETS, GENERATOR, HUB, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
 from livegen.config import Settings
 from livegen.diffusion.generator import DiffusionGenerator
@@ -23,9 +23,8 @@ from livegen.effects.base import EffectContext
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
 from livegen.media.assets import AssetStore
-from livegen.rtc.dtls import offer_rsa_cipher_suites
-from livegen.rtc.ice import use_host_addresses, use_port_range
-from livegen.rtc.sessions import SessionManager
+from livegen.hub.registry import StreamHub
+from livegen.rtc import aiortc_adapter
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     presets = PresetLibrary.from_folder(
         settings.presets_dir(), engine.default_preset, EffectContext(assets=assets, generator=generator)
     )
-    use_host_addresses(settings.rtc.host_addresses)
-    use_port_range(settings.rtc.udp_ports)
-    offer_rsa_cipher_suites()
+    aiortc_adapter.apply_policy(settings.rtc.host_addresses, settings.rtc.udp_ports)
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -53,7 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ASSETS] = assets
     app[WORKER] = worker
     app[GENERATOR] = generator
-    app[MANAGER] = SessionManager(settings, worker, presets)
+    app[HUB] = StreamHub(settings, worker, presets)
     webrtc.add_routes(app)
     streams.add_routes(app)
     asset_routes.add_routes(app)
@@ -69,6 +66,6 @@ async def _run_engine(app: web.Application) -> AsyncIterator[None]:
     worker.start()
     generator.start()
     yield
-    await app[MANAGER].close()
+    await app[HUB].close()
     worker.stop()
     await asyncio.get_running_loop().run_in_executor(None, generator.close)

@@ -7,11 +7,11 @@ from aiohttp import web
 from livegen.config import Settings
 from livegen.diffusion.generator import DiffusionGenerator
 from livegen.engine.worker import DeviceWorker
+from livegen.hub.registry import StreamHub
 from livegen.media.assets import AssetStore
-from livegen.rtc.sessions import SessionManager
 
 SETTINGS = web.AppKey("settings", Settings)
-MANAGER = web.AppKey("manager", SessionManager)
+HUB = web.AppKey("hub", StreamHub)
 WORKER = web.AppKey("worker", DeviceWorker)
 ASSETS = web.AppKey("assets", AssetStore)
 GENERATOR = web.AppKey("generator", DiffusionGenerator)

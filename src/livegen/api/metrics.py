@@ -3,7 +3,7 @@
 `install(app)` gives the app its own `CollectorRegistry` (no global one), a middleware that
 counts WHIP/WHEP error answers by status, the quality sampler the device worker hands frames
 to, and NVML for GPU series while the app runs. Stream series are read from the
-`SessionManager` at scrape time, on the loop that owns it.
+stream hub's snapshots at scrape time, on the loop that owns the hub.
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from livegen.api.auth import authorize
-from livegen.api.keys import MANAGER, SETTINGS, WORKER
+from livegen.api.keys import HUB, SETTINGS, WORKER
 from livegen.api.problems import Handler
 from livegen.observability.gpu import GpuCollector, NvmlGpus
 from livegen.observability.metrics import NodeCollector, StreamReading
 from livegen.observability.quality import QualitySampler
-from livegen.rtc.sessions import SessionManager
+from livegen.hub.registry import StreamHub
 
 SIGNALLING_ENDPOINTS = ("whip", "whep")
 
@@ -37,9 +38,9 @@ class NodeMetrics:
         self.quality = QualitySampler()
         self.gpus: NvmlGpus | None = None
         self._gpu_collector: GpuCollector | None = None
-        # the manager is looked up per scrape, so install() may run before or after it is set
+        # the hub is looked up per scrape, so install() may run before or after it is set
         self.registry.register(
-            NodeCollector(lambda: stream_readings(app[MANAGER], self.quality), lambda: self.signalling_errors)
+            NodeCollector(lambda: stream_readings(app[HUB], self.quality), lambda: self.signalling_errors)
         )
 
     async def start(self) -> None:
@@ -63,39 +64,9 @@ class NodeMetrics:
 METRICS = web.AppKey("metrics", NodeMetrics)
 
 
-def stream_readings(manager: SessionManager, quality: QualitySampler) -> list[StreamReading]:
+def stream_readings(hub: StreamHub, quality: QualitySampler) -> list[StreamReading]:
     samples = quality.readings()
-    readings = []
-    for stream in list(manager.streams.values()):
-        stats, encoder = stream.pipeline.stats, stream.output.encoder
-        snapshot = stats.snapshot()
-        dropped = dict(snapshot["dropped"])
-        if encoder.frames_dropped:
-            # replaced in the encoder's slot: processed, but never sent to any viewer
-            dropped["encoder_slot_replaced"] = encoder.frames_dropped
-        stages = stats.stage_counts()
-        if encoder.frames_encoded:
-            stages["encode"] = encoder.encode_histogram.read()
-        readings.append(
-            StreamReading(
-                stream=stream.name,
-                fps_in=snapshot["fps_in"],
-                fps_out=snapshot["fps_out"],
-                frames_in=snapshot["frames_in"],
-                frames_out=snapshot["frames_out"],
-                over_budget=snapshot["over_budget"],
-                dropped=dropped,
-                degradations=snapshot["degraded"],
-                viewers=len(stream.viewers),
-                slots={"engine": int(bool(stream.pipeline.slot)), "encoder": int(bool(encoder.slot))},
-                processing=stats.processing_histogram.read(),
-                node_latency=stats.node_histogram.read(),
-                stages=stages,
-                output={codec: (sent.total, sent.bits_per_second()) for codec, sent in list(encoder.bytes_out.items())},
-                quality=samples.get(stream.name),
-            )
-        )
-    return readings
+    return [replace(snap.reading, quality=samples.get(snap.reading.stream)) for snap in hub.snapshots()]
 
 
 def _signalling_endpoint(path: str) -> str | None:

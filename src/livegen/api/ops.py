@@ -10,7 +10,7 @@ from importlib import metadata
 from aiohttp import web
 
 from livegen.api.auth import authorize
-from livegen.api.keys import GENERATOR, MANAGER, SETTINGS, WORKER
+from livegen.api.keys import GENERATOR, HUB, SETTINGS, WORKER
 from livegen.api.metrics import METRICS
 from livegen.errors import NotFound
 from livegen.observability.gpu import read_gpus
@@ -28,13 +28,13 @@ def _version(package: str) -> str | None:
 async def node(request: web.Request) -> web.Response:
     authorize(request, request.app[SETTINGS].auth, "control", "*")
     app = request.app
-    manager, worker = app[MANAGER], app[WORKER]
+    hub, worker = app[HUB], app[WORKER]
     metrics = app.get(METRICS)
     return web.json_response({
         "device": str(worker.device),
         "worker_running": worker.running,
-        "streams": len(manager.streams),
-        "max_streams": manager.settings.rtc.max_streams,
+        "streams": len(hub.streams),
+        "max_streams": hub.settings.rtc.max_streams,
         "uptime_s": round(time.time() - app[STARTED], 1),
         "versions": {name: _version(name) for name in ("livegen", "torch", "aiortc", "av")},
         "gpus": read_gpus(metrics.gpus if metrics is not None else None),
@@ -45,19 +45,17 @@ async def node(request: web.Request) -> web.Response:
 async def end_stream(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     authorize(request, request.app[SETTINGS].auth, "control", name)
-    manager = request.app[MANAGER]
-    stream = manager.stream(name)
-    await manager.end_publish(name, stream.ingest.id)
+    await request.app[HUB].end_stream(name)
     return web.json_response({"stream": name, "ended": True})
 
 
 async def end_viewer(request: web.Request) -> web.Response:
     name, viewer = request.match_info["stream"], request.match_info["viewer"]
     authorize(request, request.app[SETTINGS].auth, "control", name)
-    manager = request.app[MANAGER]
-    if viewer not in manager.stream(name).viewers:
+    hub = request.app[HUB]
+    if viewer not in hub.stream(name).viewers:
         raise NotFound(f"no viewer {viewer!r} on stream {name!r}")
-    await manager.end_watch(name, viewer)
+    await hub.end_watch(name, viewer)
     return web.json_response({"stream": name, "viewer": viewer, "ended": True})
 
 

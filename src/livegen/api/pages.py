@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from livegen.errors import NotFound
-from livegen.rtc.sessions import check_stream_name
+from livegen.hub.registry import check_stream_name
 
 
 def add_routes(app: web.Application, web_dir: Path) -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from livegen.api.auth import authorize
 from livegen.api.bodies import read_json
-from livegen.api.keys import MANAGER, SETTINGS, WORKER
+from livegen.api.keys import HUB, SETTINGS, WORKER
 from livegen.config import EffectSpec
 from livegen.errors import Unprocessable
 
@@ -25,32 +25,31 @@ class StreamPatch(BaseModel):
 
 async def list_streams(request: web.Request) -> web.Response:
     authorize(request, request.app[SETTINGS].auth, "control", "*")
-    manager = request.app[MANAGER]
-    return web.json_response({"streams": [s.info() for s in manager.streams.values()]})
+    return web.json_response({"streams": [s.info for s in request.app[HUB].snapshots()]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
     authorize(request, request.app[SETTINGS].auth, "watch", request.match_info["stream"])
-    return web.json_response(request.app[MANAGER].stream(request.match_info["stream"]).info())
+    return web.json_response(request.app[HUB].stream(request.match_info["stream"]).info())
 
 
 async def patch_stream(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
+    hub = request.app[HUB]
     name = request.match_info["stream"]
     authorize(request, request.app[SETTINGS].auth, "control", name)
-    manager.stream(name)  # 404 before looking at the body
+    hub.stream(name)  # 404 before looking at the body
     try:
         patch = StreamPatch.model_validate(await read_json(request))
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise Unprocessable(detail, errors=errors) from None
-    stream = await manager.control(name, patch.preset, patch.effects, patch.params)
+    stream = await hub.control(name, patch.preset, patch.effects, patch.params)
     return web.json_response(stream.info())
 
 
 async def list_presets(request: web.Request) -> web.Response:
-    presets = request.app[MANAGER].presets
+    presets = request.app[HUB].presets
     return web.json_response({"default": presets.default, "presets": presets.describe()})
 
 
@@ -59,17 +58,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    manager, worker = request.app[MANAGER], request.app[WORKER]
+    hub, worker = request.app[HUB], request.app[WORKER]
     reasons = []
     if not worker.running:
         reasons.append("the device worker is not running")
-    if manager.at_capacity:
-        reasons.append(f"all {manager.settings.rtc.max_streams} stream slots are taken")
+    if hub.at_capacity:
+        reasons.append(f"all {hub.settings.rtc.max_streams} stream slots are taken")
     if reasons:
         return web.json_response(
             {"ready": False, "reasons": reasons}, status=503, headers={"Retry-After": "5"}
         )
-    return web.json_response({"ready": True, "device": str(worker.device), "streams": len(manager.streams)})
+    return web.json_response({"ready": True, "device": str(worker.device), "streams": len(hub.streams)})
 
 
 def add_routes(app: web.Application) -> None:

@@ -14,10 +14,10 @@ from multidict import CIMultiDict
 
 from livegen.api.auth import authorize
 from livegen.api.bodies import read_text
-from livegen.api.keys import MANAGER, SETTINGS
+from livegen.api.keys import HUB, SETTINGS
 from livegen.config import Settings
 from livegen.errors import PreconditionFailed, StreamNotPublished
-from livegen.rtc.sessions import check_stream_name
+from livegen.hub.registry import check_stream_name
 from livegen.rtc.trickle import SDPFRAG, parse_fragment
 
 SDP = "application/sdp"
@@ -57,20 +57,20 @@ def _authorize(request: web.Request, action: str) -> str:
 async def whip_publish(request: web.Request) -> web.Response:
     stream = _authorize(request, "publish")
     offer = await read_text(request, SDP, "offer")
-    session, answer = await request.app[MANAGER].publish(stream, offer, request.query.get("preset"))
+    session, answer = await request.app[HUB].publish(stream, offer, request.query.get("preset"))
     return _created(request, answer, f"/whip/{stream}/{session.id}", session.etag)
 
 
 async def whep_watch(request: web.Request) -> web.Response:
     stream = _authorize(request, "watch")
     offer = await read_text(request, SDP, "offer")
-    session, answer = await request.app[MANAGER].watch(stream, offer)
+    session, answer = await request.app[HUB].watch(stream, offer)
     return _created(request, answer, f"/whep/{stream}/{session.id}", session.etag)
 
 
 async def whep_head(request: web.Request) -> web.Response:
     name = _authorize(request, "watch")
-    if name not in request.app[MANAGER].streams:
+    if name not in request.app[HUB].streams:
         raise StreamNotPublished(name)
     return web.Response(status=200, headers={"Accept-Post": SDP})
 
@@ -82,7 +82,7 @@ def _session_handlers(role: str):
 
     async def patch(request: web.Request) -> web.Response:
         _authorize(request, action)
-        session = request.app[MANAGER].session(role, request.match_info["stream"], request.match_info["session"])
+        session = request.app[HUB].session(role, request.match_info["stream"], request.match_info["session"])
         if_match = request.headers.get("If-Match")
         if if_match is not None and if_match.strip() not in ("*", session.etag):
             raise PreconditionFailed(f"If-Match {if_match} does not match the session's ETag")
@@ -92,16 +92,16 @@ def _session_handlers(role: str):
 
     async def delete(request: web.Request) -> web.Response:
         _authorize(request, action)
-        manager = request.app[MANAGER]
+        hub = request.app[HUB]
         stream, session = request.match_info["stream"], request.match_info["session"]
         if role == "whip":
-            await manager.end_publish(stream, session)
+            await hub.end_publish(stream, session)
         else:
-            await manager.end_watch(stream, session)
+            await hub.end_watch(stream, session)
         return web.Response(status=200)
 
     async def options(request: web.Request) -> web.Response:
-        request.app[MANAGER].session(role, request.match_info["stream"], request.match_info["session"])
+        request.app[HUB].session(role, request.match_info["stream"], request.match_info["session"])
         return web.Response(status=204, headers={"Allow": "OPTIONS, PATCH, DELETE", "Accept-Patch": SDPFRAG})
 
     return patch, delete, options

@@ -10,64 +10,34 @@ the node path also records the node's own stream stats and CPU time over that wi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import logging
 import math
-import signal
-import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 
+from livegen.bench import e2e_report
 from livegen.bench.cpu import CpuWindow
-from livegen.bench.node import LOOPBACK, NodeProcess, NodeStartError
-from livegen.bench.options import SCENARIO, E2eOptions
+from livegen.bench.driver import BenchFailed, Scenario, bounded
+from livegen.bench.node import LOOPBACK, NODE_START_TIMEOUT_S, STREAM, NodeProcess, counters_window, started_node
+from livegen.bench.options import E2eOptions
+from livegen.bench.peers import CLOSE_TIMEOUT_S, close_client, close_quietly, video_codec
 from livegen.bench.probe import LatencyProbe, latencies, percentiles, summarize
-from livegen.bench.report import (
-    comparison,
-    e2e_section,
-    e2e_table,
-    load_results,
-    machine_info,
-    refresh_readme,
-    utc_now,
-    write_result,
-)
-from livegen.rtc.ice import use_host_addresses
-from livegen.rtc.sdp import negotiated_codec
+from livegen.bench.report import result_head
+from livegen.rtc.aiortc_adapter import use_host_addresses
 from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack, now_ms
 
-log = logging.getLogger(__name__)
-
-SCHEMA = 1
-STREAM = "bench"
-NODE_START_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 15.0
 FIRST_FRAME_TIMEOUT_S = 15.0
-CLOSE_TIMEOUT_S = 5.0
-NOISY_LOGGERS = ("aioice", "aiortc")
-
-
-class BenchFailed(Exception):
-    """The scenario could not measure; the message says which step failed."""
 
 
 def say(path: str, message: str) -> None:
     print(f"[{path:8}] {message}", flush=True)
-
-
-def video_codec(sdp: str | None) -> str | None:
-    """The codec an SDP answer picked for its first video section."""
-    return negotiated_codec(sdp, "video") if sdp else None
 
 
 # ---- measuring one path -----------------------------------------------------------------------
@@ -78,7 +48,7 @@ class Window:
     stats_after: dict[str, Any] | None
 
 
-async def measure(
+async def measure_path(
     path: str,
     probe: LatencyProbe,
     sender: SyntheticVideoTrack,
@@ -124,14 +94,6 @@ async def measure(
     return Window(result, before, after)
 
 
-async def _close_quietly(what: str, close: Callable[[], Awaitable[Any]]) -> None:
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await close()
-    except Exception as exc:  # closing is best effort; the measurement is already taken
-        log.warning("closing the %s failed: %r", what, exc)
-
-
 async def run_baseline(opts: E2eOptions) -> dict[str, Any]:
     """Two aiortc peers in this process, descriptions exchanged directly, no node."""
     say("baseline", "aiortc loopback: connecting two peers in this process")
@@ -157,15 +119,15 @@ async def run_baseline(opts: E2eOptions) -> dict[str, Any]:
         except TimeoutError:
             raise BenchFailed("baseline: the receiving peer got no video track") from None
         probe = LatencyProbe(track, "baseline")
-        window = await measure("baseline", probe, camera, opts, CpuWindow({"bench_process": None}))
+        window = await measure_path("baseline", probe, camera, opts, CpuWindow({"bench_process": None}))
         window.result["codec"] = video_codec(sending.remoteDescription.sdp)
         return window.result
     finally:
         if probe is not None:
             await probe.close()
         camera.stop()
-        await _close_quietly("baseline sender", sending.close)
-        await _close_quietly("baseline receiver", receiving.close)
+        await close_quietly("baseline sender", sending.close)
+        await close_quietly("baseline receiver", receiving.close)
 
 
 def node_window(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -173,13 +135,7 @@ def node_window(before: dict[str, Any] | None, after: dict[str, Any] | None) -> 
     both raw `/api/streams/{stream}` answers, kept whole so new fields are recorded too."""
     if not before or not after:
         return None
-    window: dict[str, Any] = {}
-    for key in ("frames_in", "frames_out", "over_budget"):
-        if isinstance(after.get(key), int) and isinstance(before.get(key), int):
-            window[key] = after[key] - before[key]
-    start_drops, end_drops = before.get("dropped") or {}, after.get("dropped") or {}
-    window["dropped"] = {k: v - start_drops.get(k, 0) for k, v in end_drops.items() if v - start_drops.get(k, 0)}
-    return {"window": window, "start": before, "end": after}
+    return {"window": counters_window(before, after), "start": before, "end": after}
 
 
 async def run_node(opts: E2eOptions, node: NodeProcess, http: aiohttp.ClientSession) -> dict[str, Any]:
@@ -188,16 +144,6 @@ async def run_node(opts: E2eOptions, node: NodeProcess, http: aiohttp.ClientSess
     publisher = WhipPublisher(node.url, STREAM, http, preset=opts.preset)
     viewer: WhepViewer | None = None
     probe: LatencyProbe | None = None
-
-    async def node_stats() -> dict[str, Any] | None:
-        try:
-            url, limit = f"{node.url}/api/streams/{STREAM}", aiohttp.ClientTimeout(total=5)
-            async with http.get(url, timeout=limit) as response:
-                return await response.json() if response.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
-            log.warning("node stats unavailable: %r", exc)
-            return None
-
     try:
         say("node", f"publishing {opts.width}x{opts.height}@{opts.fps:g} with preset {opts.preset}")
         try:
@@ -213,7 +159,7 @@ async def run_node(opts: E2eOptions, node: NodeProcess, http: aiohttp.ClientSess
             raise BenchFailed(f"node: peers did not connect: {exc!r}") from None
         probe = LatencyProbe(track, "node")
         cpu = CpuWindow({"node_process": node.pid, "bench_process": None})
-        window = await measure("node", probe, camera, opts, cpu, node_stats)
+        window = await measure_path("node", probe, camera, opts, cpu, lambda: node.stream_stats(http))
         ingest = video_codec(publisher.pc.remoteDescription.sdp)
         egress = video_codec(viewer.pc.remoteDescription.sdp)
         window.result["codec"] = f"{ingest} in, {egress} out"
@@ -224,8 +170,8 @@ async def run_node(opts: E2eOptions, node: NodeProcess, http: aiohttp.ClientSess
             await probe.close()
         camera.stop()
         if viewer is not None:
-            await _close_quietly("WHEP viewer", viewer.close)
-        await _close_quietly("WHIP publisher", publisher.close)
+            await close_client("WHEP viewer", viewer)
+        await close_client("WHIP publisher", publisher)
 
 
 # ---- the scenario -----------------------------------------------------------------------------
@@ -241,33 +187,16 @@ def compare_paths(node: dict[str, Any], baseline: dict[str, Any]) -> tuple[dict[
 async def measure_both(opts: E2eOptions) -> dict[str, Any]:
     use_host_addresses([LOOPBACK])  # this process's aiortc peers gather on loopback only
     baseline = await run_baseline(opts)
-    with tempfile.TemporaryDirectory(prefix="livegen-bench-") as scratch:
-        node = NodeProcess(Path(scratch), device=opts.device)
-        try:
-            say("node", "starting `livegen serve` in a subprocess")
-            node.start()
-            async with aiohttp.ClientSession() as http:
-                try:
-                    ready = await node.wait_ready(http, NODE_START_TIMEOUT_S)
-                except NodeStartError as exc:
-                    raise BenchFailed(f"node: {exc}") from None
-                say("node", f"ready on {node.url} (device {ready.get('device')})")
-                try:
-                    result = await run_node(opts, node, http)
-                except BenchFailed as exc:
-                    raise BenchFailed(f"{exc}\nthe node's log ends:\n{node.log_tail()}") from None
-        finally:
-            code = node.stop()
-        say("node", f"stopped (exit code {code})")
+    async with (
+        aiohttp.ClientSession() as http,
+        started_node(http, "node", lambda message: say("node", message), device=opts.device) as (node, ready),
+    ):
+        say("node", f"ready on {node.url} (device {ready.get('device')})")
+        result = await run_node(opts, node, http)
 
     added, ratio = compare_paths(result, baseline)
     return {
-        "scenario": SCENARIO,
-        "schema": SCHEMA,
-        "date_utc": utc_now(),
-        "command": opts.command(),
-        "options": asdict(opts),
-        "machine": machine_info(ready.get("device")),
+        **result_head(opts.scenario, opts.command(), asdict(opts), ready.get("device")),
         "baseline": baseline,
         "node": result,
         "added_latency_ms": added,
@@ -275,54 +204,17 @@ async def measure_both(opts: E2eOptions) -> dict[str, Any]:
     }
 
 
-async def _bounded(opts: E2eOptions) -> dict[str, Any]:
-    """`measure_both` under an overall deadline; SIGTERM cancels it like Ctrl-C, so cleanup runs."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    with suppress(NotImplementedError, RuntimeError):  # Windows, or not the main thread
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+def deadline_s(opts: E2eOptions) -> float:
+    """A bound on the whole run: the node's start and both paths at their slowest."""
     per_path = 2 * CONNECT_TIMEOUT_S + FIRST_FRAME_TIMEOUT_S + opts.warmup + opts.seconds + 2 * CLOSE_TIMEOUT_S
-    deadline = NODE_START_TIMEOUT_S + 2 * per_path
-    try:
-        async with asyncio.timeout(deadline):
-            return await measure_both(opts)
-    except TimeoutError:
-        raise BenchFailed(f"the scenario did not finish within {deadline:.0f} s") from None
-    finally:
-        with suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
+    return NODE_START_TIMEOUT_S + 2 * per_path
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        opts = E2eOptions.from_args(args)
-        old = json.loads(args.compare.read_text(encoding="utf-8")) if args.compare else None
-    except (OSError, ValueError) as exc:
-        print(f"livegen bench: {exc}", file=sys.stderr)
-        return 2
-    print(f"livegen bench: {opts.command()}", flush=True)
-    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    for name in noisy:  # ICE checks and RTCP chatter would bury the progress lines
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        result = asyncio.run(_bounded(opts))
-    except BenchFailed as exc:
-        print(f"livegen bench: failed: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("livegen bench: interrupted; the node was stopped", file=sys.stderr)
-        return 130
-    finally:
-        for name, level in noisy.items():
-            logging.getLogger(name).setLevel(level)
-
-    saved = write_result(result, args.output)
-    readme = refresh_readme(args.output, SCENARIO, e2e_section(load_results(args.output, SCENARIO)))
-    print()
-    print(e2e_table(result))
-    if old is not None:
-        print()
-        print(comparison(old, result))
-    print(f"\nwrote {saved} and {readme}")
-    return 0
+SCENARIO = Scenario(
+    name=E2eOptions.scenario,
+    options=E2eOptions.from_args,
+    measure=bounded(measure_both, deadline_s),
+    section=e2e_report.section,
+    table=e2e_report.table,
+    compare=e2e_report.compare,
+)

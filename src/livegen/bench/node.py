@@ -1,30 +1,44 @@
-"""`NodeProcess`: a real node (`python -m livegen serve`) in a subprocess, owned by the bench.
+"""`NodeProcess`: a real node (`python -m livegen serve`) in a subprocess, owned by the bench,
+and what the bench reads from it over HTTP.
 
 The node gets its own settings file (loopback-only ICE, a free port, no `LIVEGEN_*` variables
 from the caller, plus whatever a scenario sets, e.g. `output.mode`) and logs to a file in the
 bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
-(aiohttp shuts down gracefully), SIGKILL when that takes too long.
+(aiohttp shuts down gracefully), SIGKILL when that takes too long. `started_node` wraps the
+whole life of one node for a scenario.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
+from livegen.bench.driver import BenchFailed
+from livegen.config import merge_sections
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+STREAM = "bench"
+"""The stream the bench publishes to its node."""
+NODE_START_TIMEOUT_S = 60.0
+STATS_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 10.0
+STREAM_COUNTERS = ("frames_in", "frames_out", "over_budget")
 
 
 class NodeStartError(RuntimeError):
@@ -35,17 +49,6 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `extra` laid over it, section by section."""
-    result = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
 
 
 class NodeProcess:
@@ -88,7 +91,9 @@ class NodeProcess:
             "log_level": self.log_level,
         }
         # the scenario's settings go over the defaults, never over the loopback-only address
-        settings = merged(merged(base, self.settings), {"server": {"host": LOOPBACK, "port": self.port}})
+        settings = merge_sections(
+            merge_sections(base, self.settings), {"server": {"host": LOOPBACK, "port": self.port}}
+        )
         config.write_text(yaml.safe_dump(settings), encoding="utf-8")
         # The node runs on exactly the settings above: LIVEGEN_* variables of the caller's shell
         # would override the file and make runs differ silently.
@@ -112,13 +117,23 @@ class NodeProcess:
                 async with http.get(f"{self.url}/health", timeout=aiohttp.ClientTimeout(total=2)) as response:
                     if response.status == 200:
                         break
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
                 raise NodeStartError(f"no answer on {self.url}/health after {timeout:.0f} s:\n{self.log_tail()}")
             await asyncio.sleep(0.1)
         async with http.get(f"{self.url}/ready") as response:
             return await response.json()
+
+    async def stream_stats(self, http: aiohttp.ClientSession, stream: str = STREAM) -> dict[str, Any] | None:
+        """The node's own `GET /api/streams/{stream}` answer, None when it has none to give."""
+        try:
+            limit = aiohttp.ClientTimeout(total=STATS_TIMEOUT_S)
+            async with http.get(f"{self.url}/api/streams/{stream}", timeout=limit) as response:
+                return await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            log.warning("node stats unavailable: %r", exc)
+            return None
 
     def stop(self) -> int | None:
         """End the node (idempotent); its exit code, negative for a signal."""
@@ -144,3 +159,50 @@ class NodeProcess:
         except OSError:
             return "(no node log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+@asynccontextmanager
+async def started_node(
+    http: aiohttp.ClientSession,
+    label: str,
+    say: Callable[[str], None],
+    *,
+    device: str,
+    settings: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[NodeProcess, dict[str, Any]]]:
+    """A node in a scratch folder, ready (with its `/ready` answer); stopped on the way out
+    whatever happened. A `BenchFailed` from inside also carries the end of the node's log, which
+    is usually where the reason is."""
+    with tempfile.TemporaryDirectory(prefix="livegen-bench-") as scratch:
+        node = NodeProcess(Path(scratch), device=device, settings=settings)
+        try:
+            say("starting `livegen serve` in a subprocess")
+            node.start()
+            try:
+                ready = await node.wait_ready(http, NODE_START_TIMEOUT_S)
+            except NodeStartError as exc:  # its message already ends with the log
+                raise BenchFailed(f"{label}: {exc}") from None
+            try:
+                yield node, ready
+            except BenchFailed as exc:
+                raise BenchFailed(f"{exc}\nthe node's log ends:\n{node.log_tail()}") from None
+        finally:
+            say(f"node stopped (exit code {node.stop()})")
+
+
+def counter_deltas(before: dict[str, Any], after: dict[str, Any], keys: tuple[str, ...]) -> dict[str, int]:
+    """after − before for each of `keys` that both answers count."""
+    return {
+        key: after[key] - before[key]
+        for key in keys
+        if isinstance(after.get(key), int) and isinstance(before.get(key), int)
+    }
+
+
+def counters_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The node's stream counters over a window between two `stream_stats` answers; drop
+    reasons that did not grow are left out."""
+    window: dict[str, Any] = counter_deltas(before, after, STREAM_COUNTERS)
+    start_drops, end_drops = before.get("dropped") or {}, after.get("dropped") or {}
+    window["dropped"] = {k: v - start_drops.get(k, 0) for k, v in end_drops.items() if v - start_drops.get(k, 0)}
+    return window

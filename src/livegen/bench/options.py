@@ -1,107 +1,243 @@
-"""The scenarios' options: per scenario one dataclass for the defaults, the argparse flags and
-the record.
+"""The scenarios' options: per scenario one frozen dataclass holding the defaults, how the
+parsed flags become it (checked: a ValueError names the bad flag), the command line that
+reproduces a run (recorded in every result), and the flags themselves.
 
-Kept free of media imports so building the command line stays cheap.
+Kept free of media imports so building the command line stays cheap. `--output` and
+`--compare` are the driver's, the same for every scenario.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar, Self
 
-SCENARIO = "e2e"
-FANOUT_SCENARIO = "fanout"
-
-
-def check_video(width: int, height: int, fps: float, seconds: float, warmup: float, max_fps: float = 120) -> None:
-    """The flags every scenario shares; ValueError naming the bad one."""
-    if width < 64 or height < 64 or width % 2 or height % 2:
-        raise ValueError(f"--width/--height must be even and at least 64, not {width}x{height}")
-    if not 1 <= fps <= max_fps or seconds <= 0 or warmup < 0:
-        raise ValueError(f"--fps must be 1..{max_fps:g}, --seconds > 0 and --warmup >= 0")
+DEVICES = ("auto", "cpu", "cuda")
+UNET_MODES = ("eager", "compile", "cudagraph")
+PIPELINE_GOAL_PRESET = "blur+news"
 
 
+def _csv(values: tuple[object, ...]) -> str:
+    return ",".join(map(str, values))
+
+
+# ---- e2e, fanout and pipeline: video at a fixed size and rate -------------------------------------
 @dataclass(frozen=True)
-class E2eOptions:
+class VideoOptions:
+    """The options of the scenarios that offer video at a fixed size and rate for a while."""
+
+    scenario: ClassVar[str]
+    max_fps: ClassVar[float] = 120
+
     width: int = 1280
     height: int = 720
     fps: float = 30.0
     seconds: float = 20.0
     warmup: float = 2.0
-    preset: str = "passthrough"
-    device: str = "auto"
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> E2eOptions:
-        opts = cls(args.width, args.height, args.fps, args.seconds, args.warmup, args.preset, args.device)
-        check_video(opts.width, opts.height, opts.fps, opts.seconds, opts.warmup)
+    def from_args(cls, args: argparse.Namespace, **parsed: object) -> Self:
+        """The options from `args`, with `parsed` in place of the flags that needed parsing."""
+        opts = cls(**{f.name: parsed[f.name] if f.name in parsed else getattr(args, f.name) for f in fields(cls)})
+        opts.check()
         return opts
 
+    def check(self) -> None:
+        if self.width < 64 or self.height < 64 or self.width % 2 or self.height % 2:
+            raise ValueError(f"--width/--height must be even and at least 64, not {self.width}x{self.height}")
+        if not 1 <= self.fps <= self.max_fps or self.seconds <= 0 or self.warmup < 0:
+            raise ValueError(f"--fps must be 1..{self.max_fps:g}, --seconds > 0 and --warmup >= 0")
+
     def command(self) -> str:
-        words = ["livegen", "bench", SCENARIO]
+        words = ["livegen", "bench", self.scenario]
         for key, value in asdict(self).items():
+            if isinstance(value, tuple):
+                value = _csv(value)
             words += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
         return shlex.join(words)
 
 
 @dataclass(frozen=True)
-class FanoutOptions:
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
-    seconds: float = 15.0
-    warmup: float = 3.0
+class PublishOptions(VideoOptions):
+    """A publisher at a preset on a node subprocess: what e2e and fanout share."""
+
     preset: str = "passthrough"
     device: str = "auto"
+
+
+@dataclass(frozen=True)
+class E2eOptions(PublishOptions):
+    scenario: ClassVar[str] = "e2e"
+
+
+@dataclass(frozen=True)
+class FanoutOptions(PublishOptions):
+    scenario: ClassVar[str] = "fanout"
+
+    seconds: float = 15.0
+    warmup: float = 3.0
     viewers: tuple[int, ...] = (1, 10, 50)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> FanoutOptions:
+    def from_args(cls, args: argparse.Namespace, **parsed: object) -> Self:
         try:
             viewers = tuple(sorted({int(n) for n in args.viewers.split(",") if n.strip()}))
         except ValueError:
             raise ValueError(f"--viewers must be numbers separated by commas, not {args.viewers!r}") from None
         if not viewers or viewers[0] < 1 or viewers[-1] > 200:
             raise ValueError(f"--viewers must be 1..200 each, not {args.viewers!r}")
-        base = E2eOptions.from_args(args)  # the same checks on the shared flags
-        return cls(base.width, base.height, base.fps, base.seconds, base.warmup, base.preset, base.device, viewers)
-
-    def command(self) -> str:
-        words = ["livegen", "bench", FANOUT_SCENARIO]
-        for key, value in asdict(self).items():
-            if isinstance(value, (tuple, list)):
-                value = ",".join(map(str, value))
-            words += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
-        return shlex.join(words)
+        return super().from_args(args, viewers=viewers, **parsed)
 
 
-def _add_shared(parser: argparse.ArgumentParser, d: E2eOptions | FanoutOptions, seconds_help: str) -> None:
+@dataclass(frozen=True)
+class PipelineOptions(VideoOptions):
+    scenario: ClassVar[str] = "pipeline"
+    max_fps: ClassVar[float] = 240
+
+    seconds: float = 10.0
+    presets: tuple[str, ...] = ("passthrough", "blur", "office", "studio", "news", PIPELINE_GOAL_PRESET)
+    device: str = "auto"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **parsed: object) -> Self:
+        presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
+        return super().from_args(args, presets=presets, **parsed)
+
+    def check(self) -> None:
+        super().check()
+        if not self.presets:
+            raise ValueError("--presets names no preset")
+
+
+def _add_video_flags(parser: argparse.ArgumentParser, d: VideoOptions, offered: str, measured: str) -> None:
     add = parser.add_argument
     add("--width", type=int, default=d.width, help=f"video width (default {d.width})")
     add("--height", type=int, default=d.height, help=f"video height (default {d.height})")
-    add("--fps", type=float, default=d.fps, help=f"frames per second sent (default {d.fps:g})")
-    add("--seconds", type=float, default=d.seconds, help=f"{seconds_help} (default {d.seconds:g})")
+    add("--fps", type=float, default=d.fps, help=f"frames per second {offered} (default {d.fps:g})")
+    add("--seconds", type=float, default=d.seconds, help=f"{measured} (default {d.seconds:g})")
     add("--warmup", type=float, default=d.warmup, help=f"seconds discarded first (default {d.warmup:g})")
-    add("--preset", default=d.preset, help=f"preset the node applies (default {d.preset})")
-    add("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="the node's engine.device")
-    add("--output", type=Path, default=Path("bench/results"), help="results folder (default bench/results)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The e2e scenario's flags."""
-    _add_shared(parser, E2eOptions(), "measured seconds per path")
-    parser.add_argument(
-        "--compare", type=Path, metavar="OLD.json", help="print how this run differs from an earlier result"
-    )
+def _add_publish_flags(parser: argparse.ArgumentParser, d: PublishOptions) -> None:
+    parser.add_argument("--preset", default=d.preset, help=f"preset the node applies (default {d.preset})")
+    parser.add_argument("--device", choices=DEVICES, default=d.device, help="the node's engine.device")
 
 
-def add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
+def add_e2e_flags(parser: argparse.ArgumentParser) -> None:
+    d = E2eOptions()
+    _add_video_flags(parser, d, "sent", "measured seconds per path")
+    _add_publish_flags(parser, d)
+
+
+def add_fanout_flags(parser: argparse.ArgumentParser) -> None:
     d = FanoutOptions()
-    _add_shared(parser, d, "measured seconds per viewer count and output mode")
+    _add_video_flags(parser, d, "sent", "measured seconds per viewer count and output mode")
+    _add_publish_flags(parser, d)
     parser.add_argument(
         "--viewers",
-        default=",".join(map(str, d.viewers)),
-        help=f"viewer counts to measure, comma-separated (default {','.join(map(str, d.viewers))})",
+        default=_csv(d.viewers),
+        help=f"viewer counts to measure, comma-separated (default {_csv(d.viewers)})",
     )
+
+
+def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    d = PipelineOptions()
+    _add_video_flags(parser, d, "offered", "measured seconds per preset")
+    add = parser.add_argument
+    add("--presets", default=_csv(d.presets),
+        help=f"presets to run, comma-separated; join presets with + (default {_csv(d.presets)})")
+    add("--device", choices=DEVICES, default=d.device, help="engine device (default auto)")
+    add("--config", type=Path, default=None, help="settings file (presets and assets folders)")
+
+
+# ---- diffusion: the diffusion stage's parts -----------------------------------------------------
+@dataclass(frozen=True)
+class DiffusionBenchOptions:
+    tiny: bool = False
+    architecture: str = "sd-turbo"
+    sizes: tuple[tuple[int, int], ...] = ((512, 512), (768, 432))
+    steps: tuple[int, ...] = (1, 2)
+    streams: tuple[int, ...] = (1, 2, 4)
+    modes: tuple[str, ...] = UNET_MODES
+    frames: int = 60
+    warmup: int = 10
+    strength: float = 0.5
+    device: str = "auto"
+    output: Path | None = field(default=Path("bench/results"), compare=False)
+
+    @classmethod
+    def tiny_defaults(cls) -> DiffusionBenchOptions:
+        return cls(tiny=True, architecture="tiny", sizes=((128, 128), (192, 112)), frames=20, warmup=3)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DiffusionBenchOptions:
+        """The flags given over the defaults (the tiny ones with `--tiny`), checked."""
+        base = cls.tiny_defaults() if args.tiny else cls()
+
+        def numbers(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
+            return default if text is None else tuple(int(v) for v in text.split(",") if v.strip())
+
+        def names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+            return default if text is None else tuple(m.strip() for m in text.split(",") if m.strip())
+
+        try:
+            sizes = base.sizes if args.sizes is None else tuple(
+                tuple(int(v) for v in item.lower().split("x")) for item in args.sizes.split(",") if item.strip()
+            )
+            opts = cls(
+                tiny=args.tiny,
+                architecture=args.architecture or base.architecture,
+                sizes=sizes,  # type: ignore[arg-type]
+                steps=numbers(args.steps, base.steps),
+                streams=numbers(args.streams, base.streams),
+                modes=names(args.modes, base.modes),
+                frames=args.frames if args.frames is not None else base.frames,
+                warmup=args.warmup if args.warmup is not None else base.warmup,
+                strength=args.strength,
+                device=args.device,
+                output=args.output,
+            )
+        except ValueError:
+            raise ValueError("--sizes, --steps and --streams take numbers (sizes as WxH) separated by commas") from None
+        opts.check()
+        return opts
+
+    def check(self) -> None:
+        for width, height in self.sizes:
+            if width % 8 or height % 8 or min(width, height) < 32 or max(width, height) > 1024:
+                raise ValueError(f"sizes must be multiples of 8 between 32 and 1024, not {width}x{height}")
+        if not self.steps or not all(1 <= s <= 4 for s in self.steps):
+            raise ValueError("--steps must be 1..4")
+        if not self.streams or not all(1 <= n <= 16 for n in self.streams):
+            raise ValueError("--streams must be 1..16")
+        if unknown := set(self.modes) - set(UNET_MODES):
+            raise ValueError(f"unknown --modes {sorted(unknown)} (known: {', '.join(UNET_MODES)})")
+        if self.frames < 1 or self.warmup < 0:
+            raise ValueError("--frames must be ≥ 1 and --warmup ≥ 0")
+
+    def command(self) -> str:
+        words = ["livegen", "bench", "diffusion"]
+        if self.tiny:
+            words.append("--tiny")
+        words += ["--architecture", self.architecture, "--sizes", ",".join(f"{w}x{h}" for w, h in self.sizes),
+                  "--steps", _csv(self.steps), "--streams", _csv(self.streams),
+                  "--modes", ",".join(self.modes), "--frames", str(self.frames), "--warmup", str(self.warmup),
+                  "--strength", f"{self.strength:g}", "--device", self.device]
+        return shlex.join(words)
+
+
+def add_diffusion_flags(parser: argparse.ArgumentParser) -> None:
+    d = DiffusionBenchOptions()
+    add = parser.add_argument
+    add("--tiny", action="store_true", help="toy-sized models (CPU code-path check; sets small defaults)")
+    add("--architecture", default=None, help="sd-turbo (default), sd15-lcm, tiny, tiny-lcm")
+    add("--sizes", default=None, help="working sizes WxH, comma-separated (default 512x512,768x432)")
+    add("--steps", default=None, help=f"steps per frame, comma-separated (default {_csv(d.steps)})")
+    add("--streams", default=None, help=f"streams per UNet call (default {_csv(d.streams)})")
+    add("--modes", default=None, help=f"UNet modes (default {_csv(d.modes)})")
+    add("--frames", type=int, default=None, help=f"measured frames per case (default {d.frames})")
+    add("--warmup", type=int, default=None, help=f"frames discarded first (default {d.warmup})")
+    add("--strength", type=float, default=d.strength, help=f"img2img strength (default {d.strength:g})")
+    add("--device", choices=DEVICES, default=d.device, help="device (default auto)")

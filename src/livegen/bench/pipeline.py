@@ -15,27 +15,22 @@ chain, in order, with one `segmentation` kept if both have it.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 
+from livegen.bench import pipeline_report
 from livegen.bench.cpu import CpuWindow
-from livegen.bench.options import check_video
-from livegen.bench.report import (
-    load_results,
-    machine_info,
-    refresh_readme,
-    utc_now,
-    write_result,
-)
-from livegen.config import PresetSpec, load_settings
+from livegen.bench.driver import Scenario
+from livegen.bench.options import PIPELINE_GOAL_PRESET, PipelineOptions
+from livegen.bench.report import result_head
+from livegen.bench.samples import describe
+from livegen.config import EngineSettings, PresetSpec, load_settings
 from livegen.effects.base import EffectContext
 from livegen.engine.pipeline import StreamPipeline
 from livegen.engine.presets import PresetLibrary
@@ -45,58 +40,39 @@ from livegen.errors import ConfigError, LivegenError
 from livegen.media.assets import AssetStore
 from livegen.media.convert import rgb_to_frame
 
-log = logging.getLogger(__name__)
-
-SCENARIO = "pipeline"
-SCHEMA = 1
 LOOP_FRAMES = 48
-GOAL_PRESET = "blur+news"
 GOAL = "holds the frame rate with processing p95 ≤ 20 ms"
 GOAL_P95_MS = 20.0
 FULL_RATE = 0.95
+TIMING_STATS = ("p50", "p95", "p99", "mean", "max")
 
 
 @dataclass(frozen=True)
-class PipelineOptions:
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
-    seconds: float = 10.0
-    warmup: float = 2.0
-    presets: tuple[str, ...] = ("passthrough", "blur", "office", "studio", "news", GOAL_PRESET)
-    device: str = "auto"
+class PipelineSetup:
+    """The checked options and what they name, loaded before any frame is rendered: the preset
+    library (every preset asked for exists) and the engine's settings."""
+
+    opts: PipelineOptions
+    library: PresetLibrary
+    engine: EngineSettings
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> PipelineOptions:
-        presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
-        opts = cls(args.width, args.height, args.fps, args.seconds, args.warmup, presets, args.device)
-        check_video(opts.width, opts.height, opts.fps, opts.seconds, opts.warmup, max_fps=240)
-        if not presets:
-            raise ValueError("--presets names no preset")
-        return opts
+    def from_args(cls, args: argparse.Namespace) -> PipelineSetup:
+        opts = PipelineOptions.from_args(args)
+        try:
+            settings = load_settings(args.config)
+            assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
+            library = PresetLibrary.from_folder(
+                settings.presets_dir(), settings.engine.default_preset, EffectContext(assets=assets)
+            )
+            for name in opts.presets:
+                combined_spec(library, name)
+        except (ConfigError, LivegenError) as exc:
+            raise ValueError(getattr(exc, "detail", exc)) from None
+        return cls(opts, library, settings.engine)
 
     def command(self) -> str:
-        words = ["livegen", "bench", SCENARIO]
-        for key, value in asdict(self).items():
-            if isinstance(value, tuple):
-                value = ",".join(value)
-            words += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
-        return " ".join(words)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = PipelineOptions()
-    add = parser.add_argument
-    add("--width", type=int, default=d.width, help=f"video width (default {d.width})")
-    add("--height", type=int, default=d.height, help=f"video height (default {d.height})")
-    add("--fps", type=float, default=d.fps, help=f"frames per second offered (default {d.fps:g})")
-    add("--seconds", type=float, default=d.seconds, help=f"measured seconds per preset (default {d.seconds:g})")
-    add("--warmup", type=float, default=d.warmup, help=f"seconds discarded first (default {d.warmup:g})")
-    add("--presets", default=",".join(d.presets),
-        help=f"presets to run, comma-separated; join presets with + (default {','.join(d.presets)})")
-    add("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="engine device (default auto)")
-    add("--config", type=Path, default=None, help="settings file (presets and assets folders)")
-    add("--output", type=Path, default=Path("bench/results"), help="results folder (default bench/results)")
+        return self.opts.command()
 
 
 class RecordingStats(StreamStats):
@@ -155,17 +131,6 @@ def combined_spec(library: PresetLibrary, name: str) -> PresetSpec:
     return PresetSpec(name=name, description=" + ".join(p.description for p in parts), effects=effects)
 
 
-def quantiles(samples: list[float]) -> dict[str, float | None]:
-    if not samples:
-        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
-    values = np.asarray(samples)
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {
-        "p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2),
-        "mean": round(float(values.mean()), 2), "max": round(float(values.max()), 2),
-    }
-
-
 def run_preset(
     worker: DeviceWorker, library: PresetLibrary, name: str, frames: list[av.VideoFrame], opts: PipelineOptions
 ) -> dict[str, Any]:
@@ -205,10 +170,8 @@ def run_preset(
     finally:
         worker.detach(pipeline)
     snapshot = stats.snapshot()
-    processing = quantiles(stats.processing)
     out = len(stats.processing)
     fps_out = out / window if window > 0 else 0.0
-    stages = {stage: quantiles(samples) for stage, samples in stats.stages_seen.items()}
     return {
         "preset": name,
         "effects": [effect.name for effect in spec.effects],
@@ -216,8 +179,8 @@ def run_preset(
         "frames_out": out,
         "fps_offered": round(in_window / window, 2) if window > 0 else None,
         "fps_out": round(fps_out, 2),
-        "processing_ms": processing,
-        "stages_ms": stages,
+        "processing_ms": describe(stats.processing, TIMING_STATS, 2),
+        "stages_ms": {stage: describe(samples, TIMING_STATS, 2) for stage, samples in stats.stages_seen.items()},
         "dropped": snapshot["dropped"],
         "degraded": stats.notes_seen,
         "cpu": cpu_use,
@@ -225,115 +188,42 @@ def run_preset(
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        opts = PipelineOptions.from_args(args)
-    except ValueError as exc:
-        print(f"livegen bench pipeline: {exc}")
-        return 2
-    settings = load_settings(args.config)
-    assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
-    try:
-        library = PresetLibrary.from_folder(
-            settings.presets_dir(), settings.engine.default_preset, EffectContext(assets=assets)
-        )
-        for name in opts.presets:
-            combined_spec(library, name)
-    except (ConfigError, LivegenError) as exc:
-        print(f"livegen bench pipeline: {getattr(exc, 'detail', exc)}")
-        return 2
+def measure(setup: PipelineSetup) -> dict[str, Any]:
+    opts = setup.opts
     device = select_device(opts.device)
     print(f"pipeline bench: {opts.width}x{opts.height} @ {opts.fps:g} fps on {device}, "
           f"{opts.seconds:g} s per preset after {opts.warmup:g} s warm-up")
     print(f"  rendering {LOOP_FRAMES} scene frames …", flush=True)
     frames = scene_loop(opts.width, opts.height)
-    worker = DeviceWorker(device, settings.engine.budget_ms, settings.engine.cpu_threads)
+    worker = DeviceWorker(device, setup.engine.budget_ms, setup.engine.cpu_threads)
     worker.start()
     presets: dict[str, Any] = {}
     try:
         for name in opts.presets:
             print(f"  {name}: running …", flush=True)
-            presets[name] = run_preset(worker, library, name, frames, opts)
-            print(_line(presets[name]), flush=True)
+            presets[name] = run_preset(worker, setup.library, name, frames, opts)
+            print(pipeline_report.preset_line(presets[name]), flush=True)
     finally:
         worker.stop()
-    goal_result = presets.get(GOAL_PRESET)
-    result: dict[str, Any] = {
-        "scenario": SCENARIO,
-        "schema": SCHEMA,
-        "date_utc": utc_now(),
-        "command": opts.command(),
-        "options": {**asdict(opts), "presets": list(opts.presets), "preset": "presets"},
-        "machine": machine_info(str(device)),
+    goal_result = presets.get(PIPELINE_GOAL_PRESET)
+    options = {**asdict(opts), "presets": list(opts.presets), "preset": "presets"}
+    return {
+        **result_head(opts.scenario, opts.command(), options, str(device)),
         "presets": presets,
         "goal": {
-            "preset": GOAL_PRESET,
+            "preset": PIPELINE_GOAL_PRESET,
             "target": GOAL,
             "met": None if goal_result is None else bool(
                 goal_result["full_rate"] and (goal_result["processing_ms"]["p95"] or math.inf) <= GOAL_P95_MS
             ),
         },
     }
-    print(table(result))
-    path = write_result(result, args.output)
-    refresh_readme(args.output, SCENARIO, section(load_results(args.output, SCENARIO)))
-    print(f"wrote {path}")
-    return 0
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
-def _line(r: dict[str, Any]) -> str:
-    p = r["processing_ms"]
-    return (f"    fps {r['fps_out']:.1f} of {r['fps_offered']}, processing p50/p95/p99 "
-            f"{_ms(p['p50'])}/{_ms(p['p95'])}/{_ms(p['p99'])} ms, dropped {r['dropped'] or 'none'}, "
-            f"degraded {r['degraded'] or 'none'}, CPU {r['cpu'].get('bench_process_pct')} %")
-
-
-def table(result: dict[str, Any]) -> str:
-    lines = []
-    for name, r in result["presets"].items():
-        lines.append(f"  {name} ({' → '.join(r['effects'])}): fps {r['fps_out']:.1f}")
-        lines.append(f"    {'stage':<14}{'p50':>8}{'p95':>8}{'p99':>8}  ms")
-        for stage, q in [*r["stages_ms"].items(), ("total", r["processing_ms"])]:
-            lines.append(f"    {stage:<14}{_ms(q['p50']):>8}{_ms(q['p95']):>8}{_ms(q['p99']):>8}")
-    goal = result["goal"]
-    if goal["met"] is not None:
-        lines.append(f"  goal ({goal['preset']}: {goal['target']}): {'met' if goal['met'] else 'not met'}")
-    return "\n".join(lines)
-
-
-def section(results: list[tuple[str, dict[str, Any]]]) -> str:
-    lines = [
-        "## pipeline: the engine in-process, per preset",
-        "",
-        "`livegen bench pipeline`: a person scene (the astronaut portrait over a room-like background,",
-        "swaying, with camera noise) is offered to a real device worker at the nominal rate, one preset",
-        "after another; times are the worker's own per frame (each effect, the conversions, total).",
-        "*CPU* is the whole bench process (worker, CPU pool, pacing) in percent of one core.",
-        "",
-        "| preset | effects | video | fps out | total p50 / p95 / p99 ms | stages p95 ms | dropped | degraded"
-        " | CPU % | device, cores | date (UTC) | file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results:
-        o, m = r["options"], r["machine"]
-        for preset, p in r["presets"].items():
-            q = p["processing_ms"]
-            stages = ", ".join(f"{s} {_ms(v['p95'])}" for s, v in p["stages_ms"].items())
-            lines.append("| " + " | ".join([
-                preset, " → ".join(p["effects"]), f"{o['width']}×{o['height']} @ {o['fps']:g}",
-                f"{p['fps_out']:.1f}", f"{_ms(q['p50'])} / {_ms(q['p95'])} / {_ms(q['p99'])}", stages,
-                ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none",
-                ", ".join(f"{k} {v}" for k, v in p["degraded"].items()) or "none",
-                str(p["cpu"].get("bench_process_pct")), f"{m.get('torch_device')}, {m.get('cores')}",
-                r["date_utc"][:16].replace("T", " "), f"[{name}]({name})",
-            ]) + " |")
-        goal = r.get("goal") or {}
-        if goal.get("met") is not None:
-            lines.append("")
-            lines.append(f"Goal ({goal['preset']}: {goal['target']}): {'met' if goal['met'] else 'not met'}"
-                         f" in [{name}]({name}).")
-    return "\n".join(lines) + "\n"
+SCENARIO = Scenario(
+    name=PipelineOptions.scenario,
+    options=PipelineSetup.from_args,
+    measure=measure,
+    section=pipeline_report.section,
+    table=pipeline_report.table,
+)

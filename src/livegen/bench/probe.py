@@ -18,6 +18,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from livegen.bench.samples import describe
 from livegen.testing.stamp import elapsed_ms, read_stamp
 from livegen.testing.tracks import now_ms
 
@@ -27,6 +28,7 @@ MAX_PENDING_READS = 8
 """Frames waiting for the reader; beyond this a frame is counted as `unread`, never queued."""
 PLAUSIBLE_MS = 30_000
 """A stamp older than this is a misread (the check bits let ~1/256 of corruptions through)."""
+LATENCY_STATS = ("p50", "p95", "p99", "mean", "min", "max", "stdev")
 
 
 @dataclass(slots=True)
@@ -106,18 +108,8 @@ def latencies(notes: list[FrameNote]) -> np.ndarray:
 
 
 def percentiles(values: np.ndarray) -> dict[str, float | None]:
-    if values.size == 0:
-        return {"p50": None, "p95": None, "p99": None, "mean": None, "min": None, "max": None, "stdev": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {
-        "p50": round(float(p50), 1),
-        "p95": round(float(p95), 1),
-        "p99": round(float(p99), 1),
-        "mean": round(float(values.mean()), 1),
-        "min": round(float(values.min()), 1),
-        "max": round(float(values.max()), 1),
-        "stdev": round(float(values.std()), 1),
-    }
+    """Latency statistics in ms, as every result records them."""
+    return describe(values, LATENCY_STATS, 1)
 
 
 def summarize(notes: list[FrameNote], frames_sent: int, seconds: float) -> dict[str, Any]:

@@ -2,19 +2,21 @@
 
 Built from diffusers components (a `UNet2DConditionModel` of the sd-turbo / SD 2.1 or SD 1.5 +
 LCM class, TAESD as `AutoencoderTiny`, the CLIP text encoder) driven by livegen's own few-step
-img2img loop with a StreamDiffusion-style denoising batch. Modules, in the order a frame meets
-them:
+img2img loop with a StreamDiffusion-style denoising batch. It implements the effects'
+`SceneGenerator` protocol (effects.base) and takes its parameters from `effects.generation`;
+the effects never import it. Its settings are `config.DiffusionSettings`. Modules, in the order
+a frame meets them:
 
-- `settings`: the `diffusion` settings section (model, TAESD, compile / CUDA graphs switches).
-- `params`: what a stream may ask for (strength, steps, seed, size, filters), validated.
+- `generator`: `DiffusionGenerator`, the node's `SceneGenerator` (generated backgrounds and the
+  `stylize` effect ask it for scenes).
 - `models`: finding a model in a local folder or the Hugging Face cache, offline; loading it.
 - `schedule`: few-step timesteps from a numeric strength, and the per-step coefficients.
 - `prompts`: prompt embeddings cached and encoded off the frame path, swapped in atomically.
 - `similarity`: skipping frames that are nearly the same as the last one processed.
-- `stream`: one stream's denoising batch (fixed seeded noise, in-flight latents).
-- `engine`: the models on a device; one UNet call for every stream with a frame ready.
-- `generator`: `DiffusionGenerator`, the node's `BackgroundGenerator` (background / scene modes).
-- `stylize`: the `stylize` effect (the whole frame through the diffusion stage).
+- `denoiser`: `StreamDenoiser`, one stream's denoising batch (fixed seeded noise, in-flight
+  latents).
+- `batcher`: `DenoisingBatcher`, the models on a device; one UNet call for every stream with a
+  frame ready.
 - `tiny`: random-weight models of the real classes (tests, the CPU bench, the GPU bench).
 - `tools`: `livegen models pull` and the `livegen doctor` lines.
 

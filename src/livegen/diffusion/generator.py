@@ -1,4 +1,5 @@
-"""`DiffusionGenerator`: the node's `BackgroundGenerator`, built on one `DiffusionEngine`.
+"""`DiffusionGenerator`: the node's `SceneGenerator` (see effects.base), built on one
+`DenoisingBatcher`.
 
 The app builds one generator per device worker and lends it to every effect through
 `EffectContext(generator=...)`. It loads the models when `start()`ed (on its own thread, so the
@@ -7,9 +8,9 @@ is off, `unavailable()` says why (the missing-model message names what to put wh
 show their fallback.
 
 `scene(prompt, params)` gives one stream a `DiffusionScene`:
-- `background` mode: every camera frame goes through img2img (the stream batch) and the result,
-  at the frame's size, is the background the `generated` background effect composites the real
-  person over;
+- `background` mode: every camera frame goes through img2img (the stream's denoiser) and the
+  result, at the frame's size, is the background the `generated` background effect composites
+  the real person over, or the whole picture the `stylize` effect shows;
 - `scene` mode: one still per (prompt, seed, size, steps) made from noise and reused (cheapest);
   stills are shared by every stream that asks for the same one.
 """
@@ -26,11 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from livegen.diffusion.engine import DiffusionEngine
+from livegen.config import DiffusionSettings
+from livegen.diffusion.batcher import DenoisingBatcher
+from livegen.diffusion.denoiser import StreamDenoiser, Ticket, working_size
 from livegen.diffusion.models import DiffusionModels, MissingModel, ModelSpec, load
-from livegen.diffusion.params import GenerationParams, SceneParams, validate
-from livegen.diffusion.settings import DiffusionSettings
-from livegen.diffusion.stream import DiffusionStream, Ticket, working_size
+from livegen.effects.base import check_params
+from livegen.effects.generation import GenerationParams, SceneParams
+from livegen.media.convert import tensor_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -42,38 +45,35 @@ def fit_to_frame(image: torch.Tensor, frame_size: tuple[int, int], device: torch
     width, height = frame_size
     if image.shape[1:] != (height, width):
         image = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
-    if device.type == "cpu":
-        pixels = image.float().clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
-        return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
-    return image
+    return tensor_to_rgb(image) if device.type == "cpu" else image
 
 
 class DiffusionScene:
-    """One stream's generated background (see the module docstring)."""
+    """One stream's generated pictures (see the module docstring); a `GeneratedScene`."""
 
     def __init__(self, generator: DiffusionGenerator, prompt: str, params: SceneParams):
         self.generator = generator
         self.prompt = prompt
         self.params = params
-        self._stream: DiffusionStream | None = None
+        self._denoiser: StreamDenoiser | None = None
         self._ticket: Ticket | None = None
         self.notes: set[str] = set()
         """What the last frame degraded or fell back on (copied into the frame's notes)."""
-        self._ensure_stream()
+        self._ensure_denoiser()
 
-    def _ensure_stream(self) -> DiffusionStream | None:
-        """The stream, opened as soon as the engine exists (a scene may predate the models);
+    def _ensure_denoiser(self) -> StreamDenoiser | None:
+        """The denoiser, opened as soon as the batcher exists (a scene may predate the models);
         opening it starts encoding the prompt."""
-        if self._stream is None and self.generator.unavailable() is None:
-            self._stream = self.generator.stream(self.prompt, self.params, "scene")
-        return self._stream
+        if self._denoiser is None and self.generator.unavailable() is None:
+            self._denoiser = self.generator.open_denoiser(self.prompt, self.params)
+        return self._denoiser
 
     def update(self, prompt: str | None = None, params: Mapping[str, Any] | None = None) -> None:
         """Change the prompt / parameters without a new scene: the video keeps running on the
         old ones until the new prompt is encoded (any thread)."""
-        checked = validate(SceneParams, params, "generated") if params is not None else None
-        if self._stream is not None:
-            self._stream.update(prompt, checked)
+        checked = check_params(SceneParams, params, "generated") if params is not None else None
+        if self._denoiser is not None:
+            self._denoiser.update(prompt, checked)
         if prompt is not None:
             self.prompt = prompt
         if checked is not None:
@@ -82,23 +82,23 @@ class DiffusionScene:
     def prepare(self, frame: Any) -> None:
         """Queue the frame (optional): scenes of several streams prepared before any
         `background()` share one UNet call."""
-        if self.params.mode == "background" and self._ticket is None and self._ensure_stream() is not None:
+        if self.params.mode == "background" and self._ticket is None and self._ensure_denoiser() is not None:
             if self.generator.unavailable() is None:
                 self._ticket = self._submit(frame)
 
     def _submit(self, frame: Any) -> Ticket:
-        stream = self._stream
-        assert stream is not None
-        return stream.submit(frame.source, reuse=bool(getattr(frame, "over_budget", False)))
+        denoiser = self._denoiser
+        assert denoiser is not None
+        return denoiser.submit(frame.source, reuse=bool(getattr(frame, "over_budget", False)))
 
     def background(self, frame: Any) -> np.ndarray | torch.Tensor | None:
         self.notes = set()
-        engine = self.generator.engine
-        if self._ensure_stream() is None or engine is None or self.generator.unavailable() is not None:
+        batcher = self.generator.batcher
+        if self._ensure_denoiser() is None or batcher is None or self.generator.unavailable() is not None:
             self.notes.add("diffusion_unavailable")
             return None
         if self.params.mode == "scene":
-            still = self.generator.still(self._stream, frame.size)
+            still = self.generator.still(self._denoiser, frame.size)  # type: ignore[arg-type]
             if still is None:
                 self.notes.add("diffusion_prompt_pending")
                 return None
@@ -106,25 +106,25 @@ class DiffusionScene:
         ticket, self._ticket = self._ticket, None
         if ticket is None:
             ticket = self._submit(frame)
-        output = engine.collect(ticket)
+        output = batcher.collect(ticket)
         self.notes |= ticket.notes
         if output is None:
             return None
         return fit_to_frame(output, frame.size, frame.device)
 
     def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
+        denoiser, self._denoiser = self._denoiser, None
+        if denoiser is not None:
+            denoiser.close()
 
 
 class DiffusionGenerator:
-    """Owns the diffusion engine of one device (see the module docstring)."""
+    """Owns the denoising batcher of one device (see the module docstring)."""
 
     def __init__(self, settings: DiffusionSettings, device: torch.device, *, models: DiffusionModels | None = None):
         self.settings = settings
         self.device = device
-        self.engine: DiffusionEngine | None = None
+        self.batcher: DenoisingBatcher | None = None
         self._reason: str | None = "the diffusion models are not loaded yet"
         self._models = models
         self._loader: threading.Thread | None = None
@@ -143,46 +143,46 @@ class DiffusionGenerator:
 
     @property
     def path(self) -> str | None:
-        """What runs (`cuda fp16 channels-last compiled`…), or None while there is no engine."""
-        return self.engine.path if self.engine is not None else None
+        """What runs (`cuda fp16 channels-last compiled`…), or None while there is no batcher."""
+        return self.batcher.path if self.batcher is not None else None
 
     def describe(self) -> dict[str, Any]:
         """State for the API, metrics and doctor."""
-        engine = self.engine
+        batcher = self.batcher
         return {
             "model": self.settings.model,
             "available": self._reason is None,
             "reason": self._reason,
-            "path": engine.path if engine else None,
-            "fallbacks": list(engine.fallbacks) if engine else [],
-            "unet_calls": engine.unet_calls if engine else 0,
+            "path": batcher.path if batcher else None,
+            "fallbacks": list(batcher.fallbacks) if batcher else [],
+            "unet_calls": batcher.unet_calls if batcher else 0,
         }
 
     def load(self) -> None:
-        """Load the models and build the engine now (blocking); failures land in `unavailable()`."""
+        """Load the models and build the batcher now (blocking); failures land in `unavailable()`."""
         settings = self.settings
         if not settings.enabled or (self.device.type != "cuda" and not settings.allow_cpu):
             return
         try:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
             models = self._models or load(ModelSpec.from_settings(settings), self.device, dtype)
-            engine = DiffusionEngine(
+            batcher = DenoisingBatcher(
                 models, self.device, dtype=dtype, compile=settings.compile, cuda_graphs=settings.cuda_graphs,
                 channels_last=settings.channels_last, max_batch=settings.max_batch,
                 prompt_cache=settings.prompt_cache,
             )
-            engine.warmup((512, 512) if self.device.type == "cuda" else (64, 64))
+            batcher.warmup((512, 512) if self.device.type == "cuda" else (64, 64))
         except MissingModel as exc:
             log.warning("diffusion off: %s", exc.detail)
             self._reason = exc.detail
             return
         except Exception as exc:  # any other failure also leaves the node running without diffusion
-            log.exception("diffusion off: building the engine failed")
-            self._reason = f"building the diffusion engine failed: {type(exc).__name__}: {exc}"
+            log.exception("diffusion off: building the batcher failed")
+            self._reason = f"building the diffusion stage failed: {type(exc).__name__}: {exc}"
             return
-        self.engine = engine
+        self.batcher = batcher
         self._reason = None
-        log.info("diffusion ready: %s (%s)", settings.model, engine.path)
+        log.info("diffusion ready: %s (%s)", settings.model, batcher.path)
 
     def start(self) -> None:
         """`load()` on a thread of its own; `close()` waits for it."""
@@ -191,21 +191,20 @@ class DiffusionGenerator:
             self._loader.start()
 
     def scene(self, prompt: str, params: Mapping[str, Any]) -> DiffusionScene:
-        if not prompt or not prompt.strip():
-            raise validate_error("prompt", "a generated background needs a prompt")
-        return DiffusionScene(self, prompt, validate(SceneParams, params, "generated"))
+        """A scene for one stream; the effects have checked the prompt, `params` are checked here."""
+        return DiffusionScene(self, prompt, check_params(SceneParams, params, "generated"))
 
-    def stream(self, prompt: str, params: GenerationParams, name: str = "stylize") -> DiffusionStream | None:
-        """A bare stream for effects that use the engine directly (`stylize`); None without one."""
-        return self.engine.open_stream(params, prompt, name) if self.engine is not None else None
+    def open_denoiser(self, prompt: str, params: GenerationParams) -> StreamDenoiser | None:
+        """A denoiser on this device's batcher; None while there is no batcher."""
+        return self.batcher.open_denoiser(params, prompt) if self.batcher is not None else None
 
-    def still(self, stream: DiffusionStream, frame_size: tuple[int, int]) -> torch.Tensor | None:
-        """The still for `stream`'s prompt and seed (made on first use, then shared)."""
-        embeddings = stream.conditioning.current()
-        request = stream.conditioning.current_request
-        if embeddings is None or request is None or self.engine is None:
+    def still(self, denoiser: StreamDenoiser, frame_size: tuple[int, int]) -> torch.Tensor | None:
+        """The still for `denoiser`'s prompt and seed (made on first use, then shared)."""
+        embeddings = denoiser.conditioning.current()
+        request = denoiser.conditioning.current_request
+        if embeddings is None or request is None or self.batcher is None:
             return None
-        p = stream.params
+        p = denoiser.params
         size = working_size(*frame_size, p.size)
         key = (request, p.seed, p.steps, size)
         with self._lock:
@@ -213,7 +212,7 @@ class DiffusionGenerator:
             if still is not None:
                 self._stills.move_to_end(key)
                 return still
-        still = self.engine.generate_still(embeddings, size, p.steps, p.seed)
+        still = self.batcher.generate_still(embeddings, size, p.steps, p.seed)
         with self._lock:
             self._stills[key] = still
             while len(self._stills) > MAX_STILLS:
@@ -224,14 +223,8 @@ class DiffusionGenerator:
         loader, self._loader = self._loader, None
         if loader is not None:
             loader.join(timeout=60)
-        engine, self.engine = self.engine, None
+        batcher, self.batcher = self.batcher, None
         self._reason = "the diffusion stage is closed"
-        if engine is not None:
-            engine.close()
+        if batcher is not None:
+            batcher.close()
         self._stills.clear()
-
-
-def validate_error(field: str, message: str) -> Exception:
-    from livegen.errors import Unprocessable
-
-    return Unprocessable(f"invalid parameters: generated.{field}: {message}", errors=[{"field": field, "message": message}])

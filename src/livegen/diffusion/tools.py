@@ -1,8 +1,9 @@
 """The diffusion stage's command-line pieces: `livegen models pull ID` and `livegen doctor` lines.
 
 `pull` is the one place livegen downloads a model, and only when a user asks for it: it fills
-the Hugging Face cache with the parts the engine loads (configs, tokenizer, half-precision
-weights where the repository has them), so a node configured with that id then finds it offline.
+the Hugging Face cache with the parts the diffusion stage loads (configs, tokenizer,
+half-precision weights where the repository has them), so a node configured with that id then
+finds it offline.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ WANTED = (*[f"{name}/*.json" for name in COMPONENTS], "tokenizer/*.txt", "model_
 
 
 def _weight_patterns(files: list[str]) -> list[str]:
-    """The weights to fetch: per part the engine loads, the fp16 safetensors when present, else
-    the plain ones. Single-file checkpoints at the top and the full VAE (TAESD replaces it) stay
-    behind: they are gigabytes the node never reads."""
+    """The weights to fetch: per part the diffusion stage loads, the fp16 safetensors when
+    present, else the plain ones. Single-file checkpoints at the top and the full VAE (TAESD
+    replaces it) stay behind: they are gigabytes the node never reads."""
     patterns = []
     for part in COMPONENTS:
         here = [f for f in files if f.startswith(part + "/") and f.count("/") == 1 and f.endswith(".safetensors")]

@@ -10,7 +10,8 @@ Modes:
   once when the effect is built, scaled to cover the frame and centre-cropped (once per size).
 - `color`: one colour (`color`: "#rrggbb" or [r, g, b]).
 - `video`: a looping video file (`video`, referenced like images), decoded with PyAV on a
-  thread the effect owns, paced at the file's frame rate; a frame takes the newest picture.
+  thread the effect owns (`media.video_loop`), paced at the file's frame rate; a frame takes
+  the newest picture.
 - `transparent`: the `key_color` (default pure green) behind the person, for a compositor
   downstream (OBS, a vision mixer) to key out. The mask's soft edge blends into the key colour
   as a real green screen would, so the keyer sees the same semi-transparent fringe it expects.
@@ -28,9 +29,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,9 +38,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from livegen.effects.base import Effect, EffectContext, EffectParams, Frame, GeneratedScene
+from livegen.effects.base import Effect, EffectContext, EffectParams, Frame, GeneratedScene, check_params
+from livegen.effects.generation import SceneParams
 from livegen.errors import Unprocessable
 from livegen.media.convert import rgb_to_tensor, tensor_to_rgb
+from livegen.media.video_loop import VideoLoop, cover_fit
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 REFERENCE_HEIGHT = 720  # `blur` is in pixels of a 720p frame
 BLUR_WORK_SIGMA = 1.5  # halve the picture while the blur left to do stays at least this wide
 BLUR_MAX_LINES = 200  # and at least until its short side is at most this
-VIDEO_JOIN_S = 2.0
+VIDEO_JOIN_S = 2.0  # a decode step is milliseconds; longer means PyAV is stuck
 CACHED_BACKDROPS = 8
 
 
@@ -124,19 +124,6 @@ class BackgroundParams(EffectParams):
 
 def hex_rgb(value: str) -> tuple[int, int, int]:
     return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
-
-
-def cover_fit(picture: np.ndarray, width: int, height: int) -> np.ndarray:
-    """`picture` scaled to cover width × height (keeping its aspect) and centre-cropped to it."""
-    ph, pw = picture.shape[:2]
-    if (pw, ph) == (width, height):
-        return picture
-    scale = max(width / pw, height / ph)
-    sw, sh = max(width, round(pw * scale)), max(height, round(ph * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    scaled = cv2.resize(picture, (sw, sh), interpolation=interpolation)
-    x0, y0 = (sw - width) // 2, (sh - height) // 2
-    return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
 
 
 def blur_plan(strength: float, width: int, height: int) -> tuple[int, float]:
@@ -237,92 +224,6 @@ def masked_blur_tensor(image: torch.Tensor, mask: torch.Tensor, strength: float)
     return blurred[0].clamp_(0.0, 1.0)
 
 
-class VideoLoop:
-    """A video file decoded in a loop on a thread of its own, paced at the file's frame rate.
-
-    `latest` is the newest picture, already cover-fitted (on the decoding thread) to the size
-    last asked for: latest wins, nothing queues, and the frame path never decodes or resizes
-    except on the first frame and when the frame size changes."""
-
-    def __init__(self, path: Path):
-        import av
-
-        self.path = path
-        with av.open(str(path)) as container:  # fail now, at create time, if it does not decode
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-            self.interval = 1.0 / float(rate)
-            first = next(container.decode(stream)).to_ndarray(format="rgb24")
-        self._size: tuple[int, int] | None = None
-        self._source = first
-        self._latest: np.ndarray | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.frames_decoded = 0
-        self.loops = 0
-        """How many times decoding went back to the start."""
-        self._thread = threading.Thread(target=self._run, name=f"livegen-background-video-{path.stem}", daemon=True)
-        self._thread.start()
-
-    def latest(self, width: int, height: int) -> np.ndarray:
-        """The newest picture at width × height; shared, so read it, do not write to it."""
-        with self._lock:
-            self._size = (width, height)
-            picture, source = self._latest, self._source
-        if picture is None or picture.shape[:2] != (height, width):
-            picture = cover_fit(source, width, height)
-        return picture
-
-    def _publish(self, rgb: np.ndarray) -> None:
-        with self._lock:
-            size = self._size
-        fitted = cover_fit(rgb, *size) if size else None
-        with self._lock:
-            self._source, self._latest = rgb, fitted
-        self.frames_decoded += 1
-
-    def _run(self) -> None:
-        import av
-
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                with av.open(str(self.path)) as container:
-                    self._decode(container)
-            except Exception:
-                failures += 1
-                if failures == 1:
-                    log.exception("background video %s stopped decoding; retrying", self.path.name)
-                self._stop.wait(1.0)
-
-    def _decode(self, container: Any) -> None:
-        stream = container.streams.video[0]
-        next_at = time.perf_counter()
-        while not self._stop.is_set():
-            decoded = 0
-            for frame in container.decode(stream):
-                if self._stop.is_set():
-                    return
-                self._publish(frame.to_ndarray(format="rgb24"))
-                decoded += 1
-                next_at += self.interval
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    self._stop.wait(delay)
-                else:
-                    next_at = time.perf_counter()  # fell behind: carry on at the rate, do not race
-            if not decoded:
-                raise RuntimeError("no frames after seeking to the start")
-            container.seek(0)  # end of file: loop (seeking also flushes the decoder)
-            self.loops += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(VIDEO_JOIN_S)
-        if self._thread.is_alive():
-            log.warning("background video thread %s did not stop within %.1f s", self._thread.name, VIDEO_JOIN_S)
-
-
 class BackgroundEffect(Effect):
     name = "background"
     Params = BackgroundParams
@@ -373,16 +274,16 @@ class BackgroundEffect(Effect):
     def _open_video(self, ref: str) -> VideoLoop:
         path = self._resolve("video", ref)
         try:
-            return VideoLoop(path)
+            loop = VideoLoop(path, name=f"livegen-background-video-{path.stem}")
         except Exception as exc:  # PyAV raises many kinds for bad files
             raise self._invalid("video", f"{ref!r} is not a readable video ({exc})") from None
+        loop.start()
+        return loop
 
     def _open_scene(self, params: BackgroundParams) -> None:
         generator = self.context.generator
         if generator is None:
-            from livegen.diffusion.params import SceneParams, validate
-
-            validate(SceneParams, params.scene_settings, "generated")  # bad settings are 422 anyway
+            check_params(SceneParams, params.scene_settings, "generated")  # bad settings are 422 anyway
             return
         self._scene = generator.scene(params.prompt or "", params.scene_settings)
 
@@ -498,7 +399,7 @@ class BackgroundEffect(Effect):
 
     def close(self) -> None:
         if self._video is not None:
-            self._video.close()
+            self._video.stop(VIDEO_JOIN_S)
             self._video = None
         if self._scene is not None:
             self._scene.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -103,23 +103,39 @@ class Frame:
 
 
 class GeneratedScene(Protocol):
-    """A generated background for one stream, from a `BackgroundGenerator` (the diffusion stage)."""
+    """One stream's pictures from a `SceneGenerator` (the diffusion stage): a generated
+    background, or in `background` mode the camera picture through img2img, which is also what
+    `stylize` shows. Scenes may lack `prepare`, `update` and `notes` (a generator of stills);
+    the effects then do without them."""
+
+    def prepare(self, frame: Frame) -> None:
+        """Queue `frame` early, so that several streams prepared before any `background()`
+        share the generator's device calls."""
 
     def background(self, frame: Frame) -> np.ndarray | torch.Tensor | None:
-        """The background picture for `frame` — (H, W, 3) uint8 RGB on the host or a (3, H, W)
-        float tensor in [0, 1] on the device — or None when there is none yet (the effect then
-        shows its fallback for this frame)."""
+        """The picture for `frame` at its size — (H, W, 3) uint8 RGB on the host or a
+        (3, H, W) float tensor in [0, 1] on the device — or None when there is none yet (the
+        effect then shows its fallback for this frame); `notes` then say why."""
+
+    def update(self, prompt: str | None, params: Mapping[str, Any] | None) -> None:
+        """A new prompt and/or parameters, landing at a frame boundary (any thread)."""
+
+    notes: set[str]
+    """What the last `background()` degraded or fell back on, for the frame's notes."""
 
     def close(self) -> None: ...
 
 
-class BackgroundGenerator(Protocol):
-    """What the `generated` background mode asks for scenes; filled in by the diffusion stage."""
+class SceneGenerator(Protocol):
+    """What effects ask for generated pictures (`background` in `generated` mode, `stylize`);
+    the diffusion stage fills it in, the effects never import it."""
 
     def unavailable(self) -> str | None:
         """Why no scene can be generated now (no GPU, no model folder), or None when it can."""
 
-    def scene(self, prompt: str, params: Mapping[str, Any]) -> GeneratedScene: ...
+    def scene(self, prompt: str, params: Mapping[str, Any]) -> GeneratedScene:
+        """A scene for one stream; `params` as `generation.SceneParams` (`Unprocessable`
+        naming the bad one under `generated.`)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,7 @@ class EffectContext:
 
     assets: AssetStore | None = None
     """Where images and videos named in the parameters are found (see media.assets)."""
-    generator: BackgroundGenerator | None = None
+    generator: SceneGenerator | None = None
     """The node's scene generator, or None when the node has none (no diffusion stage)."""
 
 
@@ -138,6 +154,22 @@ class EffectParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+P = TypeVar("P", bound=EffectParams)
+
+
+def check_params(model: type[P], raw: Mapping[str, Any] | None, owner: str) -> P:
+    """`raw` as `model`, or `Unprocessable` naming every bad field under `owner` (an effect's
+    name, or `generated` for what a scene generator is asked)."""
+    try:
+        return model.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or owner, "message": e["msg"]} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{owner}.{e['field']}: {e['message']}" for e in errors)
+        raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None
+
+
 class Effect:
     name: ClassVar[str]
     Params: ClassVar[type[EffectParams]] = EffectParams
@@ -145,6 +177,9 @@ class Effect:
     """False for effects that leave the frame as it is, so the worker can skip conversions."""
     needs_mask: ClassVar[bool] = False
     """True for effects that read `frame.mask`: a chain must run `segmentation` before them."""
+    params_read_per_frame: ClassVar[bool] = False
+    """True for effects that read their parameters on every frame and build nothing from them:
+    then any new parameters are taken in place (`retunable`)."""
 
     def __init__(self, params: EffectParams, context: EffectContext | None = None):
         self.params = params
@@ -153,15 +188,7 @@ class Effect:
     @classmethod
     def validate(cls, raw: Mapping[str, Any] | None = None) -> EffectParams:
         """`raw` checked against `Params`; `Unprocessable` naming each bad field."""
-        try:
-            return cls.Params.model_validate(dict(raw or {}))
-        except ValidationError as exc:
-            errors = [
-                {"field": ".".join(str(p) for p in e["loc"]) or cls.name, "message": e["msg"]}
-                for e in exc.errors()
-            ]
-            detail = "; ".join(f"{cls.name}.{e['field']}: {e['message']}" for e in errors)
-            raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None
+        return check_params(cls.Params, raw, cls.name)
 
     @classmethod
     def create(cls, raw: Mapping[str, Any] | None = None, context: EffectContext | None = None) -> Effect:
@@ -170,8 +197,9 @@ class Effect:
     def retunable(self, params: EffectParams) -> bool:
         """Whether this instance can switch to `params` in place (`retune`), keeping its state
         (a warm model, a mask history), instead of being rebuilt. Must not touch the device:
-        it is asked on the event loop. The default: only when nothing changes."""
-        return params == self.params
+        it is asked on the event loop. The default: only when nothing changes, or always when
+        `params_read_per_frame`."""
+        return self.params_read_per_frame or params == self.params
 
     def retune(self, params: EffectParams) -> None:
         """Switch to `params` (which `retunable` accepted); runs on the worker thread between

@@ -1,11 +1,14 @@
-"""An ordered chain of effects built from a preset; replaced as a whole, never edited in place."""
+"""An ordered chain of effects built from a preset; replaced as a whole, never edited in place.
+
+A chain runs a frame in the two phases of an effect: `prepare` (every effect's prepare) and
+`apply` (every effect's apply, in order); `run` does both.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
 
 from livegen.config import PresetSpec
 from livegen.effects.base import Effect, EffectContext, Frame
@@ -23,31 +26,27 @@ class EffectChain:
         return any(effect.touches_pixels for effect in self.effects)
 
     def run(self, frame: Frame) -> None:
-        """prepare() every effect, then apply() each in order; time each effect."""
+        """Both phases on one frame: `prepare`, then `apply`."""
         self.prepare(frame)
-        self.finish(frame)
+        self.apply(frame)
 
     def prepare(self, frame: Frame) -> None:
         """Every effect's prepare(): work that may overlap (a CPU model, a batched GPU call).
-        The worker prepares every stream's frame before it finishes any, so streams that share
+        The worker prepares every stream's frame before it applies any, so streams that share
         a model can share a call."""
         for effect in self.effects:
-            t0 = time.perf_counter()
-            effect.prepare(frame)
-            frame.timings_ms[effect.name] = frame.timings_ms.get(effect.name, 0.0) + (time.perf_counter() - t0) * 1e3
+            self._timed(effect, effect.prepare, frame)
 
-    def finish(self, frame: Frame) -> None:
+    def apply(self, frame: Frame) -> None:
         """Every effect's apply(), in order; its time is added to what its prepare() took."""
         for effect in self.effects:
-            t0 = time.perf_counter()
-            effect.apply(frame)
-            frame.timings_ms[effect.name] = frame.timings_ms.get(effect.name, 0.0) + (time.perf_counter() - t0) * 1e3
+            self._timed(effect, effect.apply, frame)
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        """The chain on a lone image (tests, tools): a fresh frame, the resulting image."""
-        frame = Frame(0, image=image)
-        self.run(frame)
-        return frame.image
+    @staticmethod
+    def _timed(effect: Effect, phase: Callable[[Frame], None], frame: Frame) -> None:
+        t0 = time.perf_counter()
+        phase(frame)
+        frame.timings_ms[effect.name] = frame.timings_ms.get(effect.name, 0.0) + (time.perf_counter() - t0) * 1e3
 
     def close(self) -> None:
         for effect in self.effects:

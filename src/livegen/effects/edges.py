@@ -25,9 +25,7 @@ class EdgesEffect(Effect):
     name = "edges"
     Params = EdgesParams
     params: EdgesParams
-
-    def retunable(self, params: EdgesParams) -> bool:  # type: ignore[override]
-        return True  # parameters are read per frame; nothing is built from them
+    params_read_per_frame = True
 
     def __init__(self, params: EdgesParams, context=None):
         super().__init__(params, context)

@@ -24,9 +24,7 @@ class GrayscaleEffect(Effect):
     name = "grayscale"
     Params = GrayscaleParams
     params: GrayscaleParams
-
-    def retunable(self, params: GrayscaleParams) -> bool:  # type: ignore[override]
-        return True  # parameters are read per frame; nothing is built from them
+    params_read_per_frame = True
 
     def apply(self, frame: Frame) -> None:
         gray = luma(frame.image).expand_as(frame.image)

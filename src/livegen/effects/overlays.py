@@ -6,11 +6,11 @@ it, a size, an `opacity`, a `z` (higher on top; equal z keeps list order) and `v
 offsets are pixels of a 720p frame and scale with the frame's height, so a preset looks the same
 at 480p and 1080p.
 
-A layer is drawn with Pillow into an RGBA sprite only when what it shows changes: a clock once
-a second (when its text changes), a countdown likewise, a ticker once (it scrolls by moving a
-window over its strip), everything else once per frame size. Per frame only the sprites'
-rectangles are alpha-blended onto the picture: with NumPy on CPU nodes, in torch on the device
-(sprites uploaded once per change) when the frame lives on a GPU.
+A layer is drawn with Pillow into an RGBA sprite (see `sprites`) only when what it shows
+changes: a clock once a second (when its text changes), a countdown likewise, a ticker once (it
+scrolls by moving a window over its strip), everything else once per frame size. Per frame only
+the sprites' rectangles are alpha-blended onto the picture: with NumPy on CPU nodes, in torch on
+the device (sprites uploaded once per change) when the frame lives on a GPU.
 
 Text is any UTF-8 in a TrueType font: DejaVu Sans by default (it covers Latin, Greek, Cyrillic
 and more and ships with matplotlib, which the node installs anyway); `font` names another .ttf
@@ -20,7 +20,6 @@ missing-glyph box, never an error.
 
 from __future__ import annotations
 
-import functools
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,23 +27,27 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field, field_validator, model_validator
 
 from livegen.effects.base import Effect, EffectContext, EffectParams, Frame
+from livegen.effects.sprites import (
+    Sprite,
+    blend_device,
+    blend_host,
+    default_font_path,
+    draw_text_sprite,
+    font_at,
+    place,
+    rgba,
+    text_box,
+)
 from livegen.errors import Unprocessable
 
 REFERENCE_HEIGHT = 720
 Anchor = Literal["top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right"]
 COLOR = r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$"
 Color = Annotated[str, Field(pattern=COLOR)]
-
-
-def rgba(value: str) -> tuple[int, int, int, int]:
-    """'#rrggbb' or '#rrggbbaa' → (r, g, b, a)."""
-    alpha = int(value[7:9], 16) if len(value) == 9 else 255
-    return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16), alpha
 
 
 class Layer(EffectParams):
@@ -161,37 +164,6 @@ class OverlaysParams(EffectParams):
     layers: list[AnyLayer] = Field(default_factory=list, max_length=32)
 
 
-# ---- drawing ------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
-def default_font_path(bold: bool) -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")
-
-
-@functools.lru_cache(maxsize=64)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size)
-
-
-def text_box(text: str, font: ImageFont.FreeTypeFont) -> tuple[int, int, int, int]:
-    return ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
-
-
-def draw_text_sprite(text: str, font: ImageFont.FreeTypeFont, color: str, box: str | None, pad: int) -> Image.Image:
-    left, top, right, bottom = text_box(text, font)
-    width, height = right - left + 2 * pad, bottom - top + 2 * pad
-    sprite = Image.new("RGBA", (max(1, width), max(1, height)), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(sprite)
-    if box is not None:
-        draw.rounded_rectangle((0, 0, width - 1, height - 1), radius=pad // 2, fill=rgba(box))
-    else:
-        shadow = max(1, font.size // 16)
-        draw.text((pad - left + shadow, pad - top + shadow), text, font=font, fill=(0, 0, 0, 160))
-    draw.text((pad - left, pad - top), text, font=font, fill=rgba(color))
-    return sprite
-
-
 def countdown_text(remaining_s: float, fmt: str, done: str) -> str:
     if remaining_s <= 0:
         return done
@@ -203,43 +175,6 @@ def countdown_text(remaining_s: float, fmt: str, done: str) -> str:
         hours += 24 * days
     return (fmt.replace("%D", str(days)).replace("%H", f"{hours:02d}").replace("%M", f"{minutes:02d}")
             .replace("%S", f"{seconds:02d}"))
-
-
-class Sprite:
-    """A layer's rendered picture: premultiplied RGB and alpha as uint16 arrays, ready to blend."""
-
-    def __init__(self, image: Image.Image, opacity: float):
-        pixels = np.asarray(image.convert("RGBA"), dtype=np.uint16)
-        alpha = (pixels[..., 3:4] * round(opacity * 255) + 127) // 255
-        self.alpha = alpha  # (h, w, 1) 0–255
-        self.color = (pixels[..., :3] * alpha + 127) // 255  # premultiplied, 0–255
-        self.height, self.width = pixels.shape[:2]
-        self.device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self.device.get(device)
-        if cached is None or cached[0].dtype != dtype:
-            color = torch.from_numpy(self.color.astype(np.float32) / 255).permute(2, 0, 1).to(device, dtype)
-            alpha = torch.from_numpy(self.alpha.astype(np.float32) / 255).permute(2, 0, 1).to(device, dtype)
-            cached = self.device[device] = (color, alpha)
-        return cached
-
-
-def place(anchor: str, offset: tuple[float, float], size: tuple[int, int], frame: tuple[int, int],
-          scale: float) -> tuple[int, int]:
-    """Top-left corner of a `size` sprite anchored in a `frame`, `offset` moving it inward."""
-    (w, h), (fw, fh) = size, frame
-    dx, dy = offset[0] * scale, offset[1] * scale
-    vertical, _, horizontal = anchor.partition("-") if "-" in anchor else (anchor, "", anchor)
-    if anchor in ("left", "right"):
-        vertical = "middle"
-    if anchor in ("top", "bottom"):
-        horizontal = "middle"
-    if anchor == "center":
-        vertical = horizontal = "middle"
-    x = {"left": dx, "right": fw - w - dx}.get(horizontal, (fw - w) / 2 + dx)
-    y = {"top": dy, "bottom": fh - h - dy}.get(vertical, (fh - h) / 2 + dy)
-    return round(x), round(y)
 
 
 # ---- the effect ---------------------------------------------------------------------------------
@@ -354,7 +289,7 @@ class OverlaysEffect(Effect):
 
     def _font_for(self, index: int, size: float, scale: float, bold: bool = False) -> ImageFont.FreeTypeFont:
         path = self._fonts.get(index) or str(default_font_path(bold))
-        return _font(path, max(4, round(size * scale)))
+        return font_at(path, max(4, round(size * scale)))
 
     def _draw(self, index: int, layer: Any, scale: float, width: int, content: Any) -> Image.Image:
         if isinstance(layer, TextLayer):
@@ -419,36 +354,3 @@ class OverlaysEffect(Effect):
 def _field_error(index: int, field: str, message: str) -> Unprocessable:
     name = f"layers.{index}.{field}"
     return Unprocessable(f"invalid parameters: overlays.{name}: {message}", errors=[{"field": name, "message": message}])
-
-
-def _clip(sprite: Sprite, x: int, y: int, crop: Any, width: int, height: int):
-    """The part of the sprite (after a ticker's window) inside the frame: frame and sprite slices."""
-    sx0, sw = (crop[0], crop[2]) if crop else (0, sprite.width)
-    fx0, fy0 = max(0, x), max(0, y)
-    fx1, fy1 = min(width, x + sw), min(height, y + sprite.height)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return None
-    return (slice(fy0, fy1), slice(fx0, fx1)), (slice(fy0 - y, fy1 - y), slice(sx0 + fx0 - x, sx0 + fx1 - x))
-
-
-def blend_host(out: np.ndarray, sprite: Sprite, x: int, y: int, crop: Any = None) -> None:
-    """Alpha-blend `sprite` onto `out` ((H, W, 3) uint8) in place, at (x, y)."""
-    spans = _clip(sprite, x, y, crop, out.shape[1], out.shape[0])
-    if spans is None:
-        return
-    (fy, fx), (sy, sx) = spans
-    alpha = sprite.alpha[sy, sx]
-    region = out[fy, fx]
-    region[:] = ((region * (255 - alpha) + 127) // 255 + sprite.color[sy, sx]).astype(np.uint8)
-
-
-def blend_device(image: torch.Tensor, sprite: Sprite, x: int, y: int, crop: Any = None) -> None:
-    """`blend_host` on a (3, H, W) float tensor in [0, 1]."""
-    spans = _clip(sprite, x, y, crop, image.shape[2], image.shape[1])
-    if spans is None:
-        return
-    (fy, fx), (sy, sx) = spans
-    color, alpha = sprite.on(image.device, image.dtype)
-    region = image[:, fy, fx]
-    region.mul_(1.0 - alpha[:, sy, sx]).add_(color[:, sy, sx])
-

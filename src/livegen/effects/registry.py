@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from livegen.diffusion.stylize import StylizeEffect
 from livegen.effects.background import BackgroundEffect
 from livegen.effects.base import Effect
 from livegen.effects.edges import EdgesEffect
@@ -12,7 +11,12 @@ from livegen.effects.grayscale import GrayscaleEffect
 from livegen.effects.overlays import OverlaysEffect
 from livegen.effects.passthrough import PassthroughEffect
 from livegen.effects.segmentation import SegmentationEffect
+from livegen.effects.stylize import StylizeEffect
 
 EFFECTS: MappingProxyType[str, type[Effect]] = MappingProxyType(
-    {cls.name: cls for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect, BackgroundEffect, OverlaysEffect, StylizeEffect)}
+    {
+        cls.name: cls
+        for cls in (PassthroughEffect, GrayscaleEffect, EdgesEffect, SegmentationEffect, BackgroundEffect,
+                    OverlaysEffect, StylizeEffect)
+    }
 )

@@ -1,1 +1,1 @@
-"""The frame engine: latest-frame-wins slots, one worker thread per device, per-stream pipelines."""
+"""The frame engine: one worker thread per device, per-stream pipelines, presets and stats."""

@@ -17,7 +17,7 @@ from typing import Any
 import av
 
 from livegen.effects import EffectChain
-from livegen.engine.slot import FrameSlot
+from livegen.flow.slot import FrameSlot
 from livegen.engine.stats import StreamStats
 
 BURST_S = 0.5
@@ -61,8 +61,11 @@ class StreamPipeline:
         """Called by the worker that runs this pipeline, so a new frame wakes it."""
         self.slot = FrameSlot(on_put=wake)
 
-    def submit(self, frame: av.VideoFrame, arrived_at: float | None = None) -> None:
-        """A decoded frame; `arrived_at` (perf_counter) is when its first packet arrived, if known."""
+    def submit(self, frame: av.VideoFrame, arrived_at: float | None = None, decode_ms: float | None = None) -> None:
+        """A decoded frame; `arrived_at` (perf_counter) is when its first packet arrived and
+        `decode_ms` how long it took to decode, if known."""
+        if decode_ms is not None:
+            self.stats.stages({"decode": decode_ms}, set())
         self.stats.frame_in()
         if self._max_fps is not None and not self._admit():
             self.stats.drop("fps_limit")

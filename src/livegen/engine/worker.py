@@ -1,9 +1,9 @@
 """`DeviceWorker`: the one thread that owns a device (torch/CUDA) and runs every stream's chain.
 
 It sweeps the attached pipelines, takes whatever frame each slot holds, processes it and emits the
-result. With nothing to do it sleeps until a slot is filled. Conversions and effects run here,
-never on the asyncio loop. An effect that raises costs its stream that frame (counted as
-`effect_error`), never the worker.
+result. With nothing to do it sleeps until a slot is filled (a `ThreadStage`). Conversions and
+effects run here, never on the asyncio loop. An effect that raises costs its stream that frame
+(counted as `effect_error`), never the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from livegen.effects import EffectChain, Frame
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
+from livegen.flow.stage import ThreadStage
 from livegen.media.convert import frame_to_rgb, rgb_to_frame
 from livegen.observability.quality import QualitySampler
 
@@ -48,8 +49,9 @@ def select_device(setting: str) -> torch.device:
     return torch.device("cpu")
 
 
-class DeviceWorker:
+class DeviceWorker(ThreadStage):
     def __init__(self, device: torch.device, budget_ms: float = 100.0, cpu_threads: int = 2):
+        super().__init__(f"livegen-worker-{device.type}")
         self.device = device
         self.cpu_threads = cpu_threads
         self.pool: ThreadPoolExecutor | None = None
@@ -58,9 +60,6 @@ class DeviceWorker:
         self._lock = threading.Lock()
         self._pipelines: tuple[StreamPipeline, ...] = ()
         self._detached: list[StreamPipeline] = []
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.quality: QualitySampler | None = None
         """Where every Nth frame goes to be scored (person SSIM, flicker) off this thread."""
 
@@ -70,38 +69,22 @@ class DeviceWorker:
         end-to-end budget (the rest is ingest, encoding and the network)."""
         return self.budget_ms * PROCESSING_SHARE
 
-    @property
-    def name(self) -> str:
-        return f"livegen-worker-{self.device.type}"
-
     def start(self) -> None:
-        if self._thread is not None:
+        if self.running:
             return
-        self._stopping.clear()
         self.pool = ThreadPoolExecutor(self.cpu_threads, thread_name_prefix="livegen-cpu")
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        super().start()
         log.info("%s started (dtype %s)", self.name, self.dtype)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        self._wake.set()
-        thread.join(timeout)
-        if thread.is_alive():
-            log.error("%s did not stop within %.1f s", self.name, timeout)
+    def stop(self, timeout: float = 5.0) -> bool:
+        stopped = super().stop(timeout)
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return stopped
 
     def attach(self, pipeline: StreamPipeline) -> None:
-        pipeline.bind(self._wake.set)
+        pipeline.bind(self.wake)
         with self._lock:
             self._pipelines = (*self._pipelines, pipeline)
 
@@ -110,7 +93,7 @@ class DeviceWorker:
         with self._lock:
             self._pipelines = tuple(p for p in self._pipelines if p is not pipeline)
             self._detached.append(pipeline)
-        self._wake.set()
+        self.wake()
 
     @property
     def pipelines(self) -> tuple[StreamPipeline, ...]:
@@ -128,26 +111,26 @@ class DeviceWorker:
                 except Exception:
                     log.exception("[%s] closing preset %s failed", pipeline.name, chain.preset)
 
-    def _run(self) -> None:
+    def run(self) -> None:
         with torch.inference_mode():
-            while not self._stopping.is_set():
-                self._wake.clear()
-                self._close_retired()
-                taken = [(p, item) for p in self._pipelines if (item := p.slot.take()) is not None]
-                if taken:
-                    self._process(taken)
-                else:
-                    self._wake.wait(0.5)
+            super().run()
             for pipeline in self._pipelines:
                 pipeline.set_chain(None)
             self._close_retired()
 
+    def step(self) -> bool:
+        self._close_retired()
+        taken = [(p, item) for p in self._pipelines if (item := p.slot.take()) is not None]
+        if taken:
+            self._process(taken)
+        return bool(taken)
+
     def _process(self, taken: list[tuple[StreamPipeline, InputFrame]]) -> None:
-        """One round: every stream's frame is converted and prepared, then each is finished
+        """One round: every stream's frame is converted and prepared, then each is applied
         and emitted. Preparing all first lets streams that share a model share its calls."""
-        jobs = [job for pipeline, item in taken if (job := self._begin(pipeline, item)) is not None]
+        jobs = [job for pipeline, item in taken if (job := self._prepare(pipeline, item)) is not None]
         for job in jobs:
-            self._finish(job)
+            self._apply_and_emit(job)
 
     def _failed(self, pipeline: StreamPipeline, chain: EffectChain) -> None:
         pipeline.stats.drop("effect_error")
@@ -155,7 +138,7 @@ class DeviceWorker:
             pipeline.failed_chain = chain
             log.exception("[%s] preset %s failed on a frame", pipeline.name, chain.preset)
 
-    def _begin(self, pipeline: StreamPipeline, item: InputFrame) -> _Job | None:
+    def _prepare(self, pipeline: StreamPipeline, item: InputFrame) -> _Job | None:
         started = time.perf_counter()
         pipeline.apply_retunes()
         chain = pipeline.chain  # one read: a swap lands between frames
@@ -180,11 +163,11 @@ class DeviceWorker:
             return None
         return job
 
-    def _finish(self, job: _Job) -> None:
+    def _apply_and_emit(self, job: _Job) -> None:
         pipeline, item, chain, work, started = job.pipeline, job.item, job.chain, job.work, job.started
         try:
             if work is not None:
-                chain.finish(work)
+                chain.apply(work)
                 ran = time.perf_counter()
                 frame = rgb_to_frame(work.rgb, like=item.frame)
                 work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0

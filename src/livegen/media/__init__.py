@@ -1,1 +1,1 @@
-"""Media plumbing shared by every layer: frame conversions and the per-stream output fan-out."""
+"""Media plumbing below the effects: frame conversions, the per-stream encoder and output fan-out, the audio relay, assets and a looping background video."""

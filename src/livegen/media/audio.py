@@ -4,8 +4,8 @@ Audio is not decoded or re-encoded. Video spends time in the engine and the enco
 does not, so each packet is held for the stream's current video processing delay before it is
 released; the viewers' senders then stamp both with the same wall clock in their RTCP sender
 reports, which is what players synchronise on. Everything here runs on the asyncio loop and is
-bounded: a held packet never waits more than `max_delay_s`, a viewer queue never holds more than
-`queue_packets` (the oldest go first: for audio, late is worse than lost).
+bounded: a held packet never waits more than `max_delay_s`, a viewer's mailbox never holds more
+than `queue_packets` (the oldest go first: for audio, late is worse than lost).
 """
 
 from __future__ import annotations
@@ -17,33 +17,9 @@ from collections.abc import Callable
 
 import av
 
+from livegen.flow.mailbox import Mailbox
+
 OPUS_CLOCK = fractions.Fraction(1, 48_000)
-
-
-class AudioSubscription:
-    def __init__(self, capacity: int):
-        self._queue: deque[av.Packet] = deque(maxlen=capacity)
-        self._ready = asyncio.Event()
-        self._closed = False
-        self.dropped = 0
-
-    def offer(self, packet: av.Packet) -> None:
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-        self._queue.append(packet)
-        self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    async def next(self) -> av.Packet | None:
-        while not self._closed:
-            if self._queue:
-                return self._queue.popleft()
-            self._ready.clear()
-            await self._ready.wait()
-        return None
 
 
 class AudioRelay:
@@ -58,7 +34,7 @@ class AudioRelay:
         self._delay_s = delay_s
         self._max_delay_s = max_delay_s
         self._queue_packets = queue_packets
-        self._subscribers: set[AudioSubscription] = set()
+        self._subscribers: set[Mailbox[av.Packet]] = set()
         self._timers: deque[asyncio.TimerHandle] = deque()
         self._last_due = 0.0
         self.packets_in = 0
@@ -84,17 +60,18 @@ class AudioRelay:
     def _release(self, packet: av.Packet) -> None:
         self.packets_out += 1
         for subscriber in self._subscribers:
-            subscriber.offer(packet)
+            subscriber.put(packet)
 
-    def subscribe(self) -> AudioSubscription:
-        subscription = AudioSubscription(self._queue_packets)
+    def subscribe(self) -> Mailbox[av.Packet]:
+        """A viewer's mailbox of `queue_packets` (when full the oldest go: late is worse than lost)."""
+        subscription: Mailbox[av.Packet] = Mailbox(self._queue_packets)
         if self.closed:
             subscription.close()
         else:
             self._subscribers.add(subscription)
         return subscription
 
-    def unsubscribe(self, subscription: AudioSubscription) -> None:
+    def unsubscribe(self, subscription: Mailbox[av.Packet]) -> None:
         self._subscribers.discard(subscription)
         subscription.close()
 

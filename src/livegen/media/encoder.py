@@ -18,7 +18,8 @@ import av
 from av.video.frame import PictureType
 
 from livegen.config import OutputSettings
-from livegen.engine.slot import FrameSlot
+from livegen.flow.slot import FrameSlot
+from livegen.flow.stage import ThreadStage
 from livegen.observability.latency import LatencyWindow
 from livegen.observability.metrics import ByteRate, LatencyHistogram
 
@@ -135,7 +136,7 @@ class VideoEncoder:
         self.context = None
 
 
-class StreamEncoder:
+class StreamEncoder(ThreadStage):
     """A stream's encoding thread. `deliver(codec, packets)` is called from this thread."""
 
     def __init__(
@@ -145,18 +146,16 @@ class StreamEncoder:
         deliver: Callable[[str, list[av.Packet]], None],
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.name = name
+        super().__init__(f"livegen-encode-{name}")
+        self.stream = name
         self.settings = settings
         self._deliver = deliver
         self._clock = clock
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.slot: FrameSlot[av.VideoFrame] = FrameSlot(on_put=self._wake.set)
+        self.slot: FrameSlot[av.VideoFrame] = FrameSlot(on_put=self.wake)
         self._lock = threading.Lock()
         self._encoders: dict[str, VideoEncoder] = {}
         self._keyframe_wanted: set[str] = set()
         self._last_keyframe: dict[str, float] = {}
-        self._thread: threading.Thread | None = None
         self.frames_encoded = 0
         self.frames_dropped = 0
         self.keyframes_forced = 0
@@ -164,22 +163,6 @@ class StreamEncoder:
         self.encode_histogram = LatencyHistogram()
         self.bytes_out: dict[str, ByteRate] = {}
         """Encoded bytes handed to viewers and the bitrate, by codec (for the metrics)."""
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"livegen-encode-{self.name}", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stopping.set()
-            self._wake.set()
-            thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def set_codecs(self, codecs: Iterable[str]) -> None:
         """Encode for exactly these codecs from the next frame on."""
@@ -216,35 +199,34 @@ class StreamEncoder:
             self._last_keyframe[codec] = now
             return True
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            frame = self.slot.take()
-            if frame is None:
-                self._wake.wait(0.5)
+    def step(self) -> bool:
+        frame = self.slot.take()
+        if frame is None:
+            return False
+        with self._lock:
+            encoders = list(self._encoders.values())
+        started = time.perf_counter()
+        for encoder in encoders:
+            keyframe = self._take_keyframe(encoder.codec)
+            try:
+                packets = encoder.encode(frame, keyframe)
+            except Exception:
+                log.exception("[%s] %s encoding failed", self.stream, encoder.codec)
+                encoder.close()
                 continue
-            with self._lock:
-                encoders = list(self._encoders.values())
-            started = time.perf_counter()
-            for encoder in encoders:
-                keyframe = self._take_keyframe(encoder.codec)
+            if keyframe:
+                self.keyframes_forced += 1
+            if packets:
+                sent = self.bytes_out.get(encoder.codec) or self.bytes_out.setdefault(encoder.codec, ByteRate())
+                sent.add(sum(p.size for p in packets))
                 try:
-                    packets = encoder.encode(frame, keyframe)
-                except Exception:
-                    log.exception("[%s] %s encoding failed", self.name, encoder.codec)
-                    encoder.close()
-                    continue
-                if keyframe:
-                    self.keyframes_forced += 1
-                if packets:
-                    sent = self.bytes_out.get(encoder.codec) or self.bytes_out.setdefault(encoder.codec, ByteRate())
-                    sent.add(sum(p.size for p in packets))
-                    try:
-                        self._deliver(encoder.codec, packets)
-                    except RuntimeError:  # loop closed: the stream is going away
-                        return
-            if encoders:
-                self.frames_encoded += 1
-                elapsed_ms = (time.perf_counter() - started) * 1000.0
-                self.encode_ms.add(elapsed_ms)
-                self.encode_histogram.observe(elapsed_ms)
+                    self._deliver(encoder.codec, packets)
+                except RuntimeError:  # loop closed: the stream is going away
+                    self.halt()
+                    return False
+        if encoders:
+            self.frames_encoded += 1
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            self.encode_ms.add(elapsed_ms)
+            self.encode_histogram.observe(elapsed_ms)
+        return True

@@ -2,10 +2,10 @@
 
 `encode_once` (default): the stream's `StreamEncoder` thread encodes each frame once per codec
 in use, and every viewer of that codec gets the same packets. Each viewer has a bounded packet
-queue: one that falls too far behind drops its queue and resumes at the next keyframe (asked
+mailbox: one that falls too far behind drops its queue and resumes at the next keyframe (asked
 for, rate-limited), so a slow viewer never delays the others or the encoder.
 
-`per_viewer`: every viewer gets the decoded frames (one-frame mailbox, latest wins) and aiortc
+`per_viewer`: every viewer gets the decoded frames (a `Mailbox` of one, latest wins) and aiortc
 encodes for it. Costs an encoder per viewer; kept to measure what encode-once saves.
 
 `publish` may be called from any thread (the device worker calls it); everything else runs on
@@ -15,69 +15,32 @@ the asyncio loop.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import av
 
 from livegen.config import OutputSettings
+from livegen.flow.mailbox import Mailbox
 from livegen.media.encoder import StreamEncoder
 
 
-class OutputSubscription:
-    """A per-viewer one-frame mailbox (per_viewer mode)."""
-
-    def __init__(self) -> None:
-        self._ready = asyncio.Event()
-        self._frame: av.VideoFrame | None = None
-        self._closed = False
-        self.dropped = 0
-
-    def offer(self, frame: av.VideoFrame) -> None:
-        if self._frame is not None:
-            self.dropped += 1
-        self._frame = frame
-        self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def next(self) -> av.VideoFrame | None:
-        """The newest frame not yet taken; None once closed."""
-        while not self._closed:
-            await self._ready.wait()
-            self._ready.clear()
-            frame, self._frame = self._frame, None
-            if frame is not None and not self._closed:
-                return frame
-        return None
-
-
-class PacketSubscription:
-    """A viewer's bounded queue of encoded packets of one codec (encode_once mode)."""
+class PacketSubscription(Mailbox[av.Packet]):
+    """A viewer's bounded mailbox of encoded packets of one codec (encode_once mode). When it
+    is full, the whole backlog goes and the viewer resumes at the next keyframe (asked for):
+    a decoder cannot skip single packets."""
 
     def __init__(self, codec: str, capacity: int, want_keyframe: Callable[[str], None]):
+        super().__init__(capacity)
         self.codec = codec
-        self._capacity = capacity
         self._want_keyframe = want_keyframe
-        self._queue: deque[av.Packet] = deque()
-        self._ready = asyncio.Event()
-        self._closed = False
         self.waiting_for_keyframe = True
-        self.dropped = 0
         self.resyncs = 0
 
     def offer(self, packets: list[av.Packet]) -> None:
         for packet in packets:
-            if len(self._queue) >= self._capacity:
-                self.dropped += len(self._queue)
-                self._queue.clear()
+            if self.full:
+                self.clear()
                 self.waiting_for_keyframe = True
                 self.resyncs += 1
                 self._want_keyframe(self.codec)
@@ -86,26 +49,7 @@ class PacketSubscription:
                     self.dropped += 1
                     continue
                 self.waiting_for_keyframe = False
-            self._queue.append(packet)
-        if self._queue:
-            self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def next(self) -> av.Packet | None:
-        """The next packet in order; None once closed."""
-        while not self._closed:
-            if self._queue:
-                return self._queue.popleft()
-            self._ready.clear()
-            await self._ready.wait()
-        return None
+            self.put(packet)
 
 
 class StreamOutput:
@@ -114,7 +58,7 @@ class StreamOutput:
         self.settings = settings
         self.mode = settings.mode
         self._loop = loop
-        self._frame_subscribers: set[OutputSubscription] = set()
+        self._frame_subscribers: set[Mailbox[av.VideoFrame]] = set()
         self._packet_subscribers: set[PacketSubscription] = set()
         self._latest: av.VideoFrame | None = None
         self.encoder = StreamEncoder(name, settings, self._deliver_from_encoder)
@@ -141,21 +85,22 @@ class StreamOutput:
             return
         self._latest = frame
         for subscriber in self._frame_subscribers:
-            subscriber.offer(frame)
+            subscriber.put(frame)
 
     def _offer_packets(self, codec: str, packets: list[av.Packet]) -> None:
         for subscriber in self._packet_subscribers:
             if subscriber.codec == codec:
                 subscriber.offer(packets)
 
-    def subscribe_frames(self) -> OutputSubscription:
-        subscription = OutputSubscription()
+    def subscribe_frames(self) -> Mailbox[av.VideoFrame]:
+        """A mailbox of one frame (latest wins) for a viewer that aiortc encodes for."""
+        subscription: Mailbox[av.VideoFrame] = Mailbox(1)
         if self.closed:
             subscription.close()
             return subscription
         self._frame_subscribers.add(subscription)
         if self._latest is not None:
-            subscription.offer(self._latest)  # a new viewer starts at once
+            subscription.put(self._latest)  # a new viewer starts at once
         return subscription
 
     def subscribe_packets(self, codec: str) -> PacketSubscription:
@@ -172,7 +117,7 @@ class StreamOutput:
     def request_keyframe(self, codec: str) -> None:
         self.encoder.request_keyframe(codec)
 
-    def unsubscribe(self, subscription: OutputSubscription | PacketSubscription) -> None:
+    def unsubscribe(self, subscription: Mailbox[Any]) -> None:
         subscription.close()
         if isinstance(subscription, PacketSubscription):
             if subscription in self._packet_subscribers:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from livegen.flow.stage import ThreadStage
 from livegen.observability.metrics import QualityReading
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,13 @@ class _Shot:
     mask: np.ndarray | None
 
 
-class QualitySampler:
+class QualitySampler(ThreadStage):
     """Samples one stream pair in `every` frames; `start`/`stop` own its thread."""
 
+    idle_wait_s = 1.0
+
     def __init__(self, every: int = DEFAULT_EVERY, clock: Callable[[], float] = time.monotonic):
+        super().__init__("quality-sampler")
         if every < 2:
             raise ValueError(f"every must be at least 2 (a sample is two consecutive frames), not {every}")
         self.every = every
@@ -115,9 +119,6 @@ class QualitySampler:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[_Shot, _Shot]] = {}
         self._results: dict[str, tuple[float, QualityReading]] = {}
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.measured = 0
 
     # ---- the device worker ------------------------------------------------------------------
@@ -127,7 +128,7 @@ class QualitySampler:
         """A processed frame of `stream` (its index in the stream, the input and output RGB,
         the person mask if any). Returns at once unless the frame is one of a sampled pair."""
         phase = index % self.every
-        if phase > 1 or self._thread is None or output.shape != source.shape:
+        if phase > 1 or not self.running or output.shape != source.shape:
             return
         if mask is not None and mask.shape[:2] != source.shape[:2]:
             mask = None
@@ -143,7 +144,7 @@ class QualitySampler:
             return
         with self._lock:
             self._pending[stream] = (first, shot)
-        self._wake.set()
+        self.wake()
 
     # ---- readers ------------------------------------------------------------------------------
     def readings(self) -> dict[str, QualityReading]:
@@ -153,43 +154,22 @@ class QualitySampler:
             return {name: r for name, (at, r) in self._results.items() if now - at <= STALE_S}
 
     # ---- its thread ---------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is None:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="quality-sampler", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stopping.set()
-            self._wake.set()
-            thread.join(timeout)
-            if thread.is_alive():
-                log.error("quality sampler did not stop within %.1f s", timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
+    def step(self) -> bool:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for stream, pair in pending.items():
+            try:
+                reading = self.measure(*pair)
+            except Exception:
+                log.exception("[%s] quality sample failed", stream)
+                continue
+            now = self._clock()
             with self._lock:
-                pending, self._pending = self._pending, {}
-            for stream, pair in pending.items():
-                try:
-                    reading = self.measure(*pair)
-                except Exception:
-                    log.exception("[%s] quality sample failed", stream)
-                    continue
-                now = self._clock()
-                with self._lock:
-                    self._results[stream] = (now, reading)
-                    for name in [n for n, (at, _) in self._results.items() if now - at > STALE_S]:
-                        del self._results[name]
-                self.measured += 1
+                self._results[stream] = (now, reading)
+                for name in [n for n, (at, _) in self._results.items() if now - at > STALE_S]:
+                    del self._results[name]
+            self.measured += 1
+        return False  # a sample a second at most: wait for the next pair
 
     @staticmethod
     def measure(first: _Shot, second: _Shot) -> QualityReading:

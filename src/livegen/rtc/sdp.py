@@ -1,7 +1,9 @@
-"""Checks on an SDP offer before it reaches aiortc, so bad input gets a precise 400 or 422."""
+"""SDP text work: checks on an offer before it reaches aiortc (so bad input gets a precise 400 or
+422), what an answer negotiated, and the node's advertised addresses added to its answer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from livegen.errors import InvalidSdp, Unprocessable
@@ -99,3 +101,24 @@ def payload_types(sdp: str, kind: str, codec: str) -> set[int]:
             if encoding.split("/")[0].lower() == codec.lower() and pt.isdigit():
                 found.add(int(pt))
     return found
+
+
+def advertise_addresses(sdp: str, addresses: Sequence[str]) -> str:
+    """Add, for every host candidate in `sdp`, one per advertised address on the same port: what
+    a client behind the internet reaches when the node sits behind a 1:1 NAT."""
+    if not addresses:
+        return sdp
+    out: list[str] = []
+    for line in sdp.split("\r\n"):
+        out.append(line)
+        if line.startswith("a=candidate:") and " typ host" in line:
+            parts = line[len("a=candidate:") :].split()
+            if len(parts) < 8:
+                continue
+            for index, address in enumerate(addresses, start=1):
+                extra = parts.copy()
+                extra[0] = f"{parts[0]}a{index}"  # a foundation of its own
+                extra[3] = str(max(int(parts[3]) - index, 1))  # just below the real one
+                extra[4] = address
+                out.append("a=candidate:" + " ".join(extra))
+    return "\r\n".join(out)

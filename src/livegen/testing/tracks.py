@@ -36,7 +36,28 @@ def now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class SyntheticVideoTrack(MediaStreamTrack):
+class PacedTrack(MediaStreamTrack):
+    """A live track that produces frame `index` at `epoch + index * period` (loop time), like a
+    camera or a microphone: never faster, and late frames are not made up for by bursts."""
+
+    def __init__(self, epoch: float | None = None):
+        super().__init__()
+        self._start: float | None = epoch
+        self._index = 0
+
+    async def next_index(self, period_s: float) -> int:
+        """Wait for the next frame's time; its index. `MediaStreamError` once stopped."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._index * period_s - loop.time()))
+        self._index += 1
+        return self._index - 1
+
+
+class SyntheticVideoTrack(PacedTrack):
     kind = "video"
 
     def __init__(
@@ -48,13 +69,11 @@ class SyntheticVideoTrack(MediaStreamTrack):
         flash_every_s: float | None = None,
         epoch: float | None = None,
     ):
-        super().__init__()
+        super().__init__(epoch)
         self.width, self.height, self.fps = width, height, fps
         self.stamp = stamp
         self.flash_every = round(flash_every_s * fps) if flash_every_s else None
         self._background = colour_bars(width, height)
-        self._index = 0
-        self._start: float | None = epoch
         self.frames_sent = 0
 
     def draw(self, index: int) -> av.VideoFrame:
@@ -71,46 +90,30 @@ class SyntheticVideoTrack(MediaStreamTrack):
         return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
 
     async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._index / self.fps - loop.time()))
-        index = self._index
-        self._index += 1
-        frame = await loop.run_in_executor(None, self.draw, index)
+        index = await self.next_index(1.0 / self.fps)
+        frame = await asyncio.get_running_loop().run_in_executor(None, self.draw, index)
         frame.pts = int(index * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.frames_sent += 1
         return frame
 
 
-class SyntheticAudioTrack(MediaStreamTrack):
+class SyntheticAudioTrack(PacedTrack):
     kind = "audio"
     SAMPLE_RATE = 48_000
     PTIME = 0.02
 
     def __init__(self, beep_every_s: float | None = None, beep_s: float = 0.1, epoch: float | None = None):
-        super().__init__()
+        super().__init__(epoch)
         self.samples = int(self.SAMPLE_RATE * self.PTIME)
         self.beep_every = round(beep_every_s / self.PTIME) if beep_every_s else None
         self.beep_frames = max(1, round(beep_s / self.PTIME))
-        self._start: float | None = epoch
-        self._index = 0
         t = np.arange(self.samples) / self.SAMPLE_RATE
         self._tone = (np.sin(2 * np.pi * 1000 * t) * 12000).astype(np.int16)
         self._silence = np.zeros(self.samples, np.int16)
 
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._index * self.PTIME - loop.time()))
-        index = self._index
-        self._index += 1
+        index = await self.next_index(self.PTIME)
         beep = self.beep_every is not None and index % self.beep_every < self.beep_frames
         frame = av.AudioFrame.from_ndarray(
             (self._tone if beep else self._silence).reshape(1, -1), format="s16", layout="mono"

@@ -1,7 +1,7 @@
-"""One stream's denoising batch (StreamDiffusion's idea, livegen's code).
+"""`StreamDenoiser`: one video stream's denoising batch (StreamDiffusion's idea, livegen's code).
 
-With `steps` steps per frame, the stream keeps `steps − 1` latents in flight: slot k holds an
-earlier frame that has done k steps. Each frame the engine encodes the new picture, noises it
+With `steps` steps per frame, the denoiser keeps `steps − 1` latents in flight: slot k holds an
+earlier frame that has done k steps. Each frame the batcher encodes the new picture, noises it
 to the first timestep with the stream's fixed noise, and runs the UNet once on the whole batch
 [new frame at step 0, in-flight frames at steps 1 … steps−1]; the frame at the last step comes
 out clean and is decoded, the others move one slot on. So one UNet call per frame, whatever
@@ -15,6 +15,9 @@ The noise is fixed per stream (from `seed`, optionally blended with `seed2`), wh
 picture steady from frame to frame. A parameter change other than the prompt (steps, strength,
 seed, size) takes effect at the next frame boundary and re-primes; the last output is kept for
 reuse meanwhile. Prompts swap through `prompts.Conditioning` without re-priming.
+
+The denoiser reaches the `DenoisingBatcher` that runs it through the `Batcher` protocol below,
+so this module does not import the batcher (which imports it to open denoisers).
 """
 
 from __future__ import annotations
@@ -22,19 +25,17 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 import torch
 
-from livegen.diffusion.params import GenerationParams
-from livegen.diffusion.prompts import Conditioning, PromptRequest
-from livegen.diffusion.schedule import StepCoefficients, stream_timesteps
+from livegen.diffusion.prompts import Conditioning, PromptBank, PromptRequest
+from livegen.diffusion.schedule import NoiseSchedule, StepCoefficients, stream_timesteps
 from livegen.diffusion.similarity import SimilarityFilter
-
-if TYPE_CHECKING:
-    from livegen.diffusion.engine import DiffusionEngine
+from livegen.effects.generation import GenerationParams
+from livegen.media.convert import rgb_to_tensor
 
 LATENT_SCALE = 8  # pixels per latent pixel in Stable Diffusion autoencoders
 FIRST_PROMPT_WAIT_S = 0.05
@@ -52,7 +53,7 @@ def working_size(frame_width: int, frame_height: int, long_side: int) -> tuple[i
     return snap(frame_width * scale), snap(frame_height * scale)
 
 
-def stream_noise(
+def seeded_noise(
     seed: int, shape: tuple[int, ...], seed2: int | None = None, weight: float = 0.0
 ) -> torch.Tensor:
     """Unit Gaussian noise of `shape` from `seed` (on the CPU, so every device sees the same),
@@ -66,9 +67,9 @@ def stream_noise(
 
 @dataclass
 class Ticket:
-    """A frame handed to the engine; `output` is set when the engine has processed it."""
+    """A frame handed to the batcher; `output` is set when the batcher has processed it."""
 
-    stream: DiffusionStream
+    denoiser: StreamDenoiser
     image: torch.Tensor | None  # (3, h, w) in [0, 1] at the working size, on the device
     output: torch.Tensor | None = None
     done: bool = False
@@ -76,16 +77,31 @@ class Ticket:
     notes: set[str] = field(default_factory=set)
 
 
-class DiffusionStream:
-    """What the engine keeps for one stream between frames. Used on the worker thread, except
+class Batcher(Protocol):
+    """What a denoiser needs of the `batcher.DenoisingBatcher` that runs it."""
+
+    device: torch.device
+    dtype: torch.dtype
+    latent_channels: int
+    schedule: NoiseSchedule
+    prompts: PromptBank
+
+    def submit(self, denoiser: StreamDenoiser, image: torch.Tensor) -> Ticket: ...
+
+    def collect(self, ticket: Ticket) -> torch.Tensor | None: ...
+
+    def forget(self, denoiser: StreamDenoiser) -> None: ...
+
+
+class StreamDenoiser:
+    """What the batcher keeps for one stream between frames. Used on the worker thread, except
     `update()`, which any thread may call."""
 
-    def __init__(self, engine: DiffusionEngine, params: GenerationParams, prompt: str, name: str = "stream"):
-        self.engine = engine
-        self.name = name
+    def __init__(self, batcher: Batcher, params: GenerationParams, prompt: str):
+        self.batcher = batcher
         self.params = params
         self.prompt = prompt
-        self.conditioning = Conditioning(engine.prompts, self._prompt_request(prompt, params))
+        self.conditioning = Conditioning(batcher.prompts, self._prompt_request(prompt, params))
         self._next_params: GenerationParams | None = None
         self._lock = threading.Lock()
         self.filter = SimilarityFilter(params.similarity, params.max_skip)
@@ -134,12 +150,12 @@ class DiffusionStream:
             self._reset(size)
 
     def _reset(self, size: tuple[int, int]) -> None:
-        p, engine = self.params, self.engine
+        p, batcher = self.params, self.batcher
         self.size = size
-        timesteps = stream_timesteps(p.strength, p.steps, engine.schedule.train_steps)
-        self.coefficients = engine.schedule.coefficients(timesteps, engine.device, engine.dtype)
-        shape = (p.steps, engine.latent_channels, size[1] // LATENT_SCALE, size[0] // LATENT_SCALE)
-        self.noise = stream_noise(p.seed, shape, p.seed2, p.seed_weight).to(engine.device, engine.dtype)
+        timesteps = stream_timesteps(p.strength, p.steps, batcher.schedule.train_steps)
+        self.coefficients = batcher.schedule.coefficients(timesteps, batcher.device, batcher.dtype)
+        shape = (p.steps, batcher.latent_channels, size[1] // LATENT_SCALE, size[0] // LATENT_SCALE)
+        self.noise = seeded_noise(p.seed, shape, p.seed2, p.seed_weight).to(batcher.device, batcher.dtype)
         self.inflight = None
         self.last_latent = None
         self.filter.reset()
@@ -149,13 +165,10 @@ class DiffusionStream:
         picture shrinks on the host first, so only the small one crosses to the GPU."""
         width, height = self.size  # type: ignore[misc]
         small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        pixels = torch.from_numpy(small)
-        if self.engine.device.type == "cuda":
-            pixels = pixels.pin_memory().to(self.engine.device, non_blocking=True)
-        return pixels.permute(2, 0, 1).to(self.engine.dtype).div_(255.0)
+        return rgb_to_tensor(small, self.batcher.device, self.batcher.dtype)
 
     def submit(self, rgb: np.ndarray, *, reuse: bool = False) -> Ticket:
-        """Hand the frame `rgb` to the engine; `Ticket.output` after `engine.collect(ticket)`.
+        """Hand the frame `rgb` to the batcher; `Ticket.output` after `batcher.collect(ticket)`.
         `reuse` (e.g. the stream is over budget) returns the last output without any model work."""
         if self.frames_in == 0:
             self.conditioning.wait(FIRST_PROMPT_WAIT_S)
@@ -168,13 +181,13 @@ class DiffusionStream:
             self.frames_skipped += 1
             notes = {"diffusion_reused" if reuse else "diffusion_similar"}
             return Ticket(self, None, self.last_output, done=True, skipped=True, notes=notes)
-        return self.engine.submit(self, self.prepare_input(rgb))
+        return self.batcher.submit(self, self.prepare_input(rgb))
 
     def process(self, rgb: np.ndarray, *, reuse: bool = False) -> torch.Tensor | None:
-        """One frame through the stream on its own: (3, h, w) in [0, 1], or None before the
+        """One frame through the denoiser on its own: (3, h, w) in [0, 1], or None before the
         prompt's first embeddings are ready."""
-        return self.engine.collect(self.submit(rgb, reuse=reuse))
+        return self.batcher.collect(self.submit(rgb, reuse=reuse))
 
     def close(self) -> None:
-        self.engine.forget(self)
+        self.batcher.forget(self)
         self.inflight = self.noise = self.last_latent = self.last_output = None

@@ -1,15 +1,15 @@
-"""`DiffusionEngine`: the models on one device, and one UNet call for every stream's frame.
+"""`DenoisingBatcher`: the models on one device, and one UNet call for every stream's frame.
 
-The engine belongs to the device worker's thread (the one that owns the device), except the
+The batcher belongs to the device worker's thread (the one that owns the device), except the
 text encoder, which the prompt bank runs on its own thread — on CUDA on its own CUDA stream, so
 encoding a prompt overlaps the frame path instead of queueing in it.
 
-Frames from several streams are batched: `submit()` queues a stream's frame, `collect()` runs
-everything queued — one TAESD encode, one UNet call per latent size (all streams' in-flight
-slots concatenated, each row with its own timestep and prompt embeddings), one TAESD decode —
-and hands back this stream's output. A worker that calls every stream's `submit()` before the
-first `collect()` (the effects' prepare / apply split) gets cross-stream batches; one that
-does not still gets correct single-stream frames.
+Frames from several streams' denoisers (`denoiser.StreamDenoiser`) are batched: `submit()`
+queues a denoiser's frame, `collect()` runs everything queued — one TAESD encode, one UNet call
+per latent size (all denoisers' in-flight slots concatenated, each row with its own timestep
+and prompt embeddings), one TAESD decode — and hands back this frame's output. A worker that
+calls every stream's `submit()` before the first `collect()` (the effects' prepare / apply
+split) gets cross-stream batches; one that does not still gets correct single-stream frames.
 
 On CUDA the models run in fp16 and channels-last; `torch.compile` and CUDA graphs are opt-in
 and fall back to eager when they fail, and `path` says what actually runs. On the CPU the same
@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
+from livegen.diffusion.denoiser import LATENT_SCALE, StreamDenoiser, Ticket, seeded_noise
 from livegen.diffusion.models import DiffusionModels
-from livegen.diffusion.params import GenerationParams
 from livegen.diffusion.prompts import PromptBank
 from livegen.diffusion.schedule import NoiseSchedule, StepCoefficients, stream_timesteps
-from livegen.diffusion.stream import LATENT_SCALE, DiffusionStream, Ticket, stream_noise
+from livegen.effects.generation import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class CudaGraphUnet:
         return len(self._graphs)
 
 
-class DiffusionEngine:
+class DenoisingBatcher:
     def __init__(
         self,
         models: DiffusionModels,
@@ -105,7 +105,7 @@ class DiffusionEngine:
         if self.channels_last:
             models.unet.to(memory_format=torch.channels_last)
             models.vae.to(memory_format=torch.channels_last)
-        self._prompt_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._prompt_cuda_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.prompts = PromptBank(self._encode_prompt, prompt_cache)
         self._pending: list[Ticket] = []
         self.timings_ms: dict[str, float] = {}
@@ -181,11 +181,11 @@ class DiffusionEngine:
         tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
         length = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
         ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
-        if self._prompt_stream is None:
+        if self._prompt_cuda_stream is None:
             return encoder(ids.to(self.device))[0]
-        with torch.cuda.stream(self._prompt_stream):
+        with torch.cuda.stream(self._prompt_cuda_stream):
             embeddings = encoder(ids.to(self.device, non_blocking=True))[0]
-        self._prompt_stream.synchronize()  # ready for any stream once this returns
+        self._prompt_cuda_stream.synchronize()  # ready for any CUDA stream once this returns
         return embeddings
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -211,15 +211,16 @@ class DiffusionEngine:
         self.timings_ms[part] = self.timings_ms.get(part, 0.0) + (now - started) * 1000.0
         return now
 
-    # ---- streams -------------------------------------------------------------------------
-    def open_stream(self, params: GenerationParams, prompt: str, name: str = "stream") -> DiffusionStream:
-        return DiffusionStream(self, params, prompt, name)
+    # ---- denoisers -----------------------------------------------------------------------
+    def open_denoiser(self, params: GenerationParams, prompt: str) -> StreamDenoiser:
+        """A denoiser for one stream, run by this batcher; its prompt starts encoding now."""
+        return StreamDenoiser(self, params, prompt)
 
-    def forget(self, stream: DiffusionStream) -> None:
-        self._pending = [t for t in self._pending if t.stream is not stream]
+    def forget(self, denoiser: StreamDenoiser) -> None:
+        self._pending = [t for t in self._pending if t.denoiser is not denoiser]
 
-    def submit(self, stream: DiffusionStream, image: torch.Tensor) -> Ticket:
-        ticket = Ticket(stream, image)
+    def submit(self, denoiser: StreamDenoiser, image: torch.Tensor) -> Ticket:
+        ticket = Ticket(denoiser, image)
         self._pending.append(ticket)
         return ticket
 
@@ -235,7 +236,7 @@ class DiffusionEngine:
         self.timings_ms = {}
         ready: list[tuple[Ticket, torch.Tensor]] = []
         for ticket in tickets:
-            embeddings = ticket.stream.conditioning.current()
+            embeddings = ticket.denoiser.conditioning.current()
             if embeddings is None:  # the prompt's first embeddings are still being encoded
                 ticket.done = True
                 ticket.notes.add("diffusion_prompt_pending")
@@ -265,25 +266,25 @@ class DiffusionEngine:
                 images = self.decode(torch.cat([latent for _, latent in group]))
                 for row, (ticket, _) in enumerate(group):
                     ticket.output = images[row]
-                    ticket.stream.last_output = ticket.output
-                    ticket.stream.frames_denoised += 1
+                    ticket.denoiser.last_output = ticket.output
+                    ticket.denoiser.frames_denoised += 1
                     ticket.done = True
             self._timed("taesd_decode", started)
 
     def _denoise_group(self, items: list[tuple[Ticket, torch.Tensor, torch.Tensor]]) -> list[tuple[Ticket, torch.Tensor]]:
-        """One UNet call (split at `max_batch` rows) for streams whose latents share a size."""
+        """One UNet call (split at `max_batch` rows) for denoisers whose latents share a size."""
         rows_x, rows_t, rows_e, spans = [], [], [], []
         for ticket, embeddings, latent in items:
-            stream = ticket.stream
-            c, noise = stream.coefficients, stream.noise
+            denoiser = ticket.denoiser
+            c, noise = denoiser.coefficients, denoiser.noise
             assert c is not None and noise is not None
-            if stream.last_latent is not None and stream.params.feedback > 0:
-                latent = torch.lerp(latent, stream.last_latent, stream.params.feedback)
+            if denoiser.last_latent is not None and denoiser.params.feedback > 0:
+                latent = torch.lerp(latent, denoiser.last_latent, denoiser.params.feedback)
             first = c.noised(latent, noise[0:1], slice(0, 1))
-            if stream.inflight is None and stream.params.steps > 1:
-                stream.inflight = self._prime(first, embeddings, c, noise)
-                stream.primes += 1
-            batch = first if stream.inflight is None else torch.cat([first, stream.inflight])
+            if denoiser.inflight is None and denoiser.params.steps > 1:
+                denoiser.inflight = self._prime(first, embeddings, c, noise)
+                denoiser.primes += 1
+            batch = first if denoiser.inflight is None else torch.cat([first, denoiser.inflight])
             rows_x.append(batch)
             rows_t.append(c.timesteps)
             rows_e.append(embeddings.expand(batch.shape[0], -1, -1))
@@ -296,17 +297,17 @@ class DiffusionEngine:
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         finals, offset = [], 0
         for (ticket, _, _), span in zip(items, spans, strict=True):
-            stream = ticket.stream
-            c, noise = stream.coefficients, stream.noise
+            denoiser = ticket.denoiser
+            c, noise = denoiser.coefficients, denoiser.noise
             assert c is not None and noise is not None
             clean = c.clean(x[offset : offset + span], output[offset : offset + span])
             offset += span
             if span > 1:  # every slot but the last moves one step on, re-noised with the stream's noise
-                stream.inflight = c.noised(clean[:-1], noise[1:], slice(1, None))
+                denoiser.inflight = c.noised(clean[:-1], noise[1:], slice(1, None))
             final = clean[-1:]
-            if stream.last_latent is not None and stream.params.smoothing > 0:
-                final = torch.lerp(final, stream.last_latent, stream.params.smoothing)
-            stream.last_latent = final
+            if denoiser.last_latent is not None and denoiser.params.smoothing > 0:
+                final = torch.lerp(final, denoiser.last_latent, denoiser.params.smoothing)
+            denoiser.last_latent = final
             finals.append((ticket, final))
         return finals
 
@@ -325,7 +326,7 @@ class DiffusionEngine:
         self, latent: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor
     ) -> torch.Tensor:
         """A clean latent from `latent` through every step one at a time: the reference that
-        the stream batch must match, and the way a still scene is made."""
+        the denoiser's batch must match, and the way a still scene is made."""
         x = c.noised(latent, noise[0:1], slice(0, 1))
         steps = noise.shape[0]
         for k in range(steps):
@@ -339,7 +340,7 @@ class DiffusionEngine:
         width, height = size
         c = self.schedule.coefficients(stream_timesteps(1.0, steps, self.schedule.train_steps), self.device, self.dtype)
         shape = (steps, self.latent_channels, height // LATENT_SCALE, width // LATENT_SCALE)
-        noise = stream_noise(seed, shape).to(self.device, self.dtype)
+        noise = seeded_noise(seed, shape).to(self.device, self.dtype)
         with torch.inference_mode():
             clean = self.denoise(torch.zeros_like(noise[0:1]), embeddings, c, noise)
             return self.decode(clean)[0]

@@ -1,18 +1,18 @@
-"""What one stream may ask of the diffusion stage, validated before any device work.
+"""What an effect may ask of the node's scene generator (the diffusion stage), validated here,
+before any device work.
 
-`GenerationParams` are shared by the `generated` background (through
-`DiffusionGenerator.scene`) and the `stylize` effect, so both speak the same parameter names.
+`GenerationParams` are shared by the `generated` background (as `SceneParams`, through
+`SceneGenerator.scene`) and the `stylize` effect, so both speak the same parameter names. They
+live with the effects, which check them; the diffusion stage implements what they describe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from livegen.effects.base import EffectParams
-from livegen.errors import Unprocessable
 
 
 class GenerationParams(EffectParams):
@@ -21,7 +21,7 @@ class GenerationParams(EffectParams):
     prompt_weight: float = Field(0.0, ge=0.0, le=1.0)
     strength: float = Field(0.5, gt=0.0, le=1.0)
     """How far each frame is pushed from the camera picture: 1.0 ignores it, small values keep
-    its layout. Mapped to the model's timesteps by `schedule.stream_timesteps`."""
+    its layout. Mapped to the model's timesteps by `diffusion.schedule.stream_timesteps`."""
     steps: int = Field(2, ge=1, le=4)
     """Denoising steps per frame; the output comes `steps - 1` frames after its input."""
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -50,19 +50,7 @@ class GenerationParams(EffectParams):
 
 
 class SceneParams(GenerationParams):
-    """Parameters of a generated background (`DiffusionGenerator.scene`)."""
+    """What `SceneGenerator.scene` is asked for (checked under the name `generated`)."""
 
     mode: Literal["background", "scene"] = "background"
     """background: img2img on every camera frame; scene: one still per prompt, reused."""
-
-
-def validate(model: type[EffectParams], raw: Mapping[str, Any], owner: str) -> Any:
-    """`raw` as `model`, or `Unprocessable` naming every bad field under `owner`."""
-    try:
-        return model.model_validate(dict(raw))
-    except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or owner, "message": e["msg"]} for e in exc.errors()
-        ]
-        detail = "; ".join(f"{owner}.{e['field']}: {e['message']}" for e in errors)
-        raise Unprocessable(f"invalid parameters: {detail}", errors=errors) from None

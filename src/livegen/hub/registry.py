@@ -1,0 +1,238 @@
+"""`StreamHub`: the registry of live streams and the sole owner of the stream map.
+
+Admission (names, capacity, a publisher per stream, offered frame rates), publishing, watching,
+ending, and the sessions' own ends all go through here, on the asyncio loop. The hub builds a
+stream's parts (its chain off the loop, pipeline, output, audio relay), gives the publisher's
+session the pipeline and the audio relay as its sinks and the viewers' sessions the stream as
+their feed, and attaches the pipeline to the device worker. Nothing here touches pixels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Iterator
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer
+
+from livegen.config import EffectSpec, Settings
+from livegen.engine.pipeline import StreamPipeline
+from livegen.engine.presets import PresetLibrary
+from livegen.engine.worker import DeviceWorker
+from livegen.errors import AtCapacity, BadRequest, NotFound, StreamBusy, StreamNotPublished, Unprocessable
+from livegen.hub.control import change_chain, wanted_spec
+from livegen.hub.stream import Stream, StreamSnapshot, VideoDelay
+from livegen.media.audio import AudioRelay
+from livegen.media.output import StreamOutput
+from livegen.rtc.ingest import IngestSession
+from livegen.rtc.peer import CLOSE_TIMEOUT_S, PeerSession
+from livegen.rtc.sdp import parse_media_sections, require_video
+from livegen.rtc.viewer import ViewerSession
+
+log = logging.getLogger(__name__)
+
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_stream_name(name: str) -> str:
+    if not STREAM_NAME.fullmatch(name):
+        raise BadRequest(f"invalid stream name {name!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    return name
+
+
+class StreamHub:
+    def __init__(self, settings: Settings, worker: DeviceWorker, presets: PresetLibrary):
+        self.settings = settings
+        self.worker = worker
+        self.presets = presets
+        self.streams: dict[str, Stream] = {}
+        self._negotiating: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- reading ------------------------------------------------------------------------------
+    @property
+    def at_capacity(self) -> bool:
+        return len(self.streams) + len(self._negotiating) >= self.settings.rtc.max_streams
+
+    def stream(self, name: str) -> Stream:
+        stream = self.streams.get(check_stream_name(name))
+        if stream is None:
+            raise NotFound(f"no stream {name!r}")
+        return stream
+
+    def snapshots(self) -> Iterator[StreamSnapshot]:
+        for stream in list(self.streams.values()):
+            yield stream.snapshot()
+
+    def session(self, role: str, name: str, session_id: str) -> PeerSession:
+        """The live WHIP ("whip") or WHEP ("whep") session with this id on stream `name`."""
+        stream = self.streams.get(name)
+        found: PeerSession | None = None
+        if stream is not None:
+            if role == "whip":
+                found = stream.ingest if stream.ingest is not None and stream.ingest.id == session_id else None
+            else:
+                found = stream.viewers.get(session_id)
+        if found is None:
+            raise NotFound(f"no {role.upper()} session {session_id!r} on stream {name!r}")
+        return found
+
+    # ---- sessions -----------------------------------------------------------------------------
+    def _rtc_config(self) -> RTCConfiguration:
+        servers = [
+            RTCIceServer(urls=s.url, username=s.username, credential=s.credential)
+            for s in self.settings.rtc.ice_servers
+        ]
+        return RTCConfiguration(iceServers=servers)
+
+    def _session_kw(self) -> dict[str, Any]:
+        rtc = self.settings.rtc
+        return {
+            "on_end": self._session_ended,
+            "connect_timeout_s": rtc.connect_timeout_s,
+            "advertised_addresses": rtc.advertised_addresses,
+        }
+
+    # ---- publishing (WHIP) --------------------------------------------------------------------
+    async def publish(self, name: str, offer: str, preset: str | None = None) -> tuple[IngestSession, str]:
+        check_stream_name(name)
+        if name in self.streams or name in self._negotiating:
+            raise StreamBusy(f"stream {name!r} already has a publisher")
+        if self.at_capacity:
+            raise AtCapacity(f"the node runs its maximum of {self.settings.rtc.max_streams} streams")
+        sections = parse_media_sections(offer)
+        require_video(sections, sending=True)
+        rtc = self.settings.rtc
+        for section in sections:
+            if section.kind == "video" and section.framerate and section.framerate > rtc.max_fps:
+                raise Unprocessable(f"the offer declares {section.framerate:g} fps; this node accepts at most {rtc.max_fps:g}")
+        spec = self.presets.spec(preset)
+        loop = asyncio.get_running_loop()
+        self._negotiating.add(name)  # reserved before the first await: a racing POST gets 409
+        chain = session = audio = None
+        try:
+            chain = await loop.run_in_executor(None, self.presets.build, spec)
+            output = StreamOutput(name, self.settings.output, loop)
+            pipeline = StreamPipeline(name, chain, emit=output.publish, max_fps=rtc.max_fps)
+            delay = VideoDelay(pipeline, output)
+            audio = AudioRelay(loop, delay if self.settings.output.audio_sync else (lambda: 0.0))
+            stream = Stream(name, spec, pipeline, output, audio, delay)
+            session = IngestSession(
+                name, self._rtc_config(), pipeline, audio, max_size=(rtc.max_width, rtc.max_height), **self._session_kw()
+            )
+            stream.ingest = session
+            answer = await session.negotiate(offer)
+        except BaseException:
+            for part in (audio, chain):
+                if part is not None:
+                    part.close()
+            if session is not None:
+                await session.close()
+            raise
+        finally:
+            self._negotiating.discard(name)
+        self.streams[name] = stream
+        self.worker.attach(pipeline)
+        log.info("[%s] publishing with preset %s", session.tag, chain.preset)
+        return session, answer
+
+    async def end_publish(self, name: str, session_id: str) -> None:
+        stream = self.streams.get(name)
+        if stream is None or stream.ingest is None or stream.ingest.id != session_id:
+            raise NotFound(f"no publish session {session_id!r} on stream {name!r}")
+        await self._remove_stream(stream)
+
+    async def end_stream(self, name: str) -> None:
+        """End a stream's publisher and all its viewers (the operator's call)."""
+        await self._remove_stream(self.stream(name))
+
+    async def _remove_stream(self, stream: Stream) -> None:
+        if self.streams.get(stream.name) is not stream:
+            return
+        del self.streams[stream.name]
+        self.worker.detach(stream.pipeline)
+        viewers = list(stream.viewers.values())
+        stream.viewers.clear()
+        stream.audio.close()
+        sessions = [s.close() for s in (stream.ingest, *viewers) if s is not None]
+        await asyncio.gather(stream.output.close(), *sessions)
+        log.info("[%s] stream ended (%d viewers closed)", stream.tag, len(viewers))
+
+    # ---- watching (WHEP) ----------------------------------------------------------------------
+    async def watch(self, name: str, offer: str) -> tuple[ViewerSession, str]:
+        check_stream_name(name)
+        stream = self.streams.get(name)
+        if stream is None:
+            raise StreamNotPublished(name)
+        limit = self.settings.rtc.max_viewers_per_stream
+        if len(stream.viewers) >= limit:
+            raise AtCapacity(f"stream {name!r} has its maximum of {limit} viewers")
+        sections = parse_media_sections(offer)
+        require_video(sections, sending=False)
+        wants_audio = any(s.kind == "audio" and s.direction in ("recvonly", "sendrecv") and s.port for s in sections)
+        session = ViewerSession(name, self._rtc_config(), stream, wants_audio, **self._session_kw())
+        try:
+            answer = await session.negotiate(offer)
+        except BaseException:
+            await session.close()
+            raise
+        if self.streams.get(name) is not stream:  # the publisher left while we negotiated
+            await session.close()
+            raise StreamNotPublished(name)
+        stream.viewers[session.id] = session
+        log.info("[%s] watching", session.tag)
+        return session, answer
+
+    async def end_watch(self, name: str, session_id: str) -> None:
+        stream = self.streams.get(name)
+        session = stream.viewers.pop(session_id, None) if stream else None
+        if session is None:
+            raise NotFound(f"no viewer session {session_id!r} on stream {name!r}")
+        await session.close()
+
+    # ---- control ------------------------------------------------------------------------------
+    async def control(
+        self,
+        name: str,
+        preset: str | None = None,
+        effects: list[EffectSpec] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+    ) -> Stream:
+        """Change a live stream's chain (see `hub.control`); the stream keeps its chain on any error."""
+        stream = self.stream(name)
+        spec = wanted_spec(stream, self.presets, preset, effects, params)
+        await change_chain(stream, self.presets, spec, lambda: self.streams.get(name) is stream)
+        return stream
+
+    # ---- session ends -------------------------------------------------------------------------
+    def _session_ended(self, session: PeerSession) -> None:
+        self._spawn(self._end_session(session), f"end {session.tag}")
+
+    async def _end_session(self, session: PeerSession) -> None:
+        stream = self.streams.get(session.stream)
+        if isinstance(session, IngestSession):
+            if stream is not None and stream.ingest is session:
+                await self._remove_stream(stream)
+        elif stream is not None and stream.viewers.get(session.id) is session:
+            del stream.viewers[session.id]
+            await session.close()
+        else:
+            await session.close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """End every stream and wait for pending session ends."""
+        await asyncio.gather(*(self._remove_stream(s) for s in list(self.streams.values())))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT_S)
+
+    @property
+    def tasks(self) -> int:
+        return len(self._tasks)
