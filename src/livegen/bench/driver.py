@@ -77,12 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--output", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
         sub.add_argument("--compare", type=Path, metavar="OLD.json",
                          help="print how this run differs from an earlier result")
-    report = scenarios.add_parser("report", help="regenerate the README's performance table from bench/results/")
+    report = scenarios.add_parser(
+        "report", help="regenerate the results folder's README and the project README's table from the results"
+    )
     report.add_argument("--output", type=Path, default=RESULTS, help="results folder")
 
 
 def run_scenario(args: argparse.Namespace) -> int:
     if args.scenario == "report":
+        for name in SCENARIOS:
+            scenario = importlib.import_module(f"{__package__}.{name}").SCENARIO
+            refresh_readme(args.output, name, scenario.section(load_results(args.output, name)))
         refresh_project_summary(args.output)
         return 0
     scenario: Scenario = importlib.import_module(f"{__package__}.{args.scenario}").SCENARIO
