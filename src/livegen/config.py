@@ -188,6 +188,54 @@ class DiffusionSettings(_Section):
     """Most frames (streams × steps) one UNet call may carry; larger groups are split."""
 
 
+class RelaySettings(_Section):
+    """Outputs pushed to platforms and servers (RTMP/RTMPS, WHIP) and the holding slate."""
+
+    grace_s: float = Field(30.0, ge=0, le=3600)
+    """How long a stream whose publisher dropped stays up on a slate, so outputs, recordings
+    and viewers continue when the publisher comes back; 0: it ends at once."""
+    slate_image: str | None = None
+    """Image shown while the publisher is away (an upload ref or a file in the assets folder);
+    default: the last frame dimmed, with `slate_message`."""
+    slate_message: str = "Be right back"
+    max_outputs_per_stream: int = Field(8, ge=1, le=64)
+    queue_packets: int = Field(600, ge=30, le=10_000)
+    """Packets an output may fall behind before it drops its backlog and resumes at a keyframe."""
+    max_keyframe_interval_s: float = Field(2.0, gt=0, le=10)
+    """Longest keyframe interval while any output or recording runs (platforms want ≤ 2 s)."""
+    connect_timeout_s: float = Field(10.0, gt=0, le=120)
+    backoff_base_s: float = Field(1.0, gt=0, le=60)
+    backoff_cap_s: float = Field(30.0, gt=0, le=3600)
+
+
+class UploadSettings(_Section):
+    """S3-compatible object storage for recordings (AWS S3, MinIO, R2). Credentials come from
+    the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never from this file."""
+
+    endpoint: str | None = None
+    """e.g. http://127.0.0.1:9000 for MinIO; None: AWS's own endpoint for `region`."""
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024 * 1024 * 1024)
+    """Multipart part size (S3's minimum for every part but the last is 5 MiB)."""
+    keep_local: bool = False
+    """Keep the local file after its upload completed and was verified."""
+
+
+class RecordingSettings(_Section):
+    auto: bool = False
+    """Record every stream from its first frame."""
+    dir: Path = Path("recordings")
+    fragment_s: float = Field(2.0, gt=0, le=2.0)
+    """Longest fragment of the fragmented MP4: what a crash can lose at most."""
+    segment_s: float | None = Field(None, gt=0)
+    """Start a new file every this many seconds (None: one file per recording)."""
+    max_bytes: int | None = Field(None, gt=0)
+    """Keep the recordings folder under this size, deleting the oldest finished files first."""
+    upload: UploadSettings | None = None
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     rtc: RtcSettings = Field(default_factory=RtcSettings)
@@ -195,6 +243,10 @@ class Settings(_Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    outputs: dict[str, list[str]] = Field(default_factory=dict)
+    """Outputs started when a stream is published: stream name (or "*") → output URLs."""
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def web_dir(self) -> Path:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from livegen.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
 UPLOAD_REF = re.compile(r"upload:([0-9a-f]{16,64})")
@@ -55,6 +57,17 @@ class AssetStore:
         if not path.is_relative_to(self.bundled_dir.resolve()) or not path.is_file():
             raise Unprocessable(f"no asset {ref!r}: use upload:<id> or a file under configs/assets/")
         return path
+
+    def load_image(self, ref: str) -> np.ndarray:
+        """The image behind `ref` as (H, W, 3) uint8 RGB; `Unprocessable` when it is none."""
+        from PIL import Image
+
+        path = self.resolve(ref)
+        try:
+            with Image.open(path) as image:
+                return np.ascontiguousarray(image.convert("RGB"))
+        except Exception as exc:  # Pillow raises many kinds for bad files
+            raise Unprocessable(f"{ref!r} is not a readable image ({exc})") from None
 
     def save_upload(self, data: bytes, content_type: str) -> Asset:
         """Check and keep an uploaded image or video; the same content always gets the same ref."""

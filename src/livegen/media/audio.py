@@ -35,6 +35,8 @@ class AudioRelay:
         self._max_delay_s = max_delay_s
         self._queue_packets = queue_packets
         self._subscribers: set[Mailbox[av.Packet]] = set()
+        self._listeners: dict[int, Callable[[av.Packet], None]] = {}
+        """Called with every released packet on the loop (outputs, the AAC encoder); must not block."""
         self._timers: deque[asyncio.TimerHandle] = deque()
         self._last_due = 0.0
         self.packets_in = 0
@@ -61,6 +63,16 @@ class AudioRelay:
         self.packets_out += 1
         for subscriber in self._subscribers:
             subscriber.put(packet)
+        for listener in list(self._listeners.values()):
+            listener(packet)
+
+    def add_listener(self, listener: Callable[[av.Packet], None]) -> int:
+        handle = max(self._listeners, default=0) + 1
+        self._listeners[handle] = listener
+        return handle
+
+    def remove_listener(self, handle: int) -> None:
+        self._listeners.pop(handle, None)
 
     def subscribe(self) -> Mailbox[av.Packet]:
         """A viewer's mailbox of `queue_packets` (when full the oldest go: late is worse than lost)."""
@@ -83,6 +95,7 @@ class AudioRelay:
         for subscriber in self._subscribers:
             subscriber.close()
         self._subscribers.clear()
+        self._listeners.clear()
 
     @property
     def subscribers(self) -> int:

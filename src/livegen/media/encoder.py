@@ -56,6 +56,8 @@ class VideoEncoder:
         self.implementation = ""
         self._size: tuple[int, int] | None = None
         self._last_pts: int | None = None
+        self._offset = 0
+        self._rebase = False
 
     def _candidates(self) -> list[str]:
         if self.codec == "VP8":
@@ -122,6 +124,10 @@ class VideoEncoder:
             keyframe = True
         # encoders want strictly increasing pts in their time base (90 kHz, the RTP clock)
         pts = int(frame.pts * frame.time_base / RTP_VIDEO_CLOCK) if frame.pts is not None and frame.time_base else 0
+        if self._rebase:  # a new source (slate, a returning publisher): continue one frame on
+            self._rebase = False
+            self._offset = 0 if self._last_pts is None else self._last_pts + round(RTP_VIDEO_CLOCK.denominator / self.fps) - pts
+        pts += self._offset
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
@@ -131,6 +137,10 @@ class VideoEncoder:
         for packet in packets:
             packet.time_base = RTP_VIDEO_CLOCK
         return packets
+
+    def rebase(self) -> None:
+        """The next frame starts a new source timeline: its pts continues this one's."""
+        self._rebase = True
 
     def close(self) -> None:
         self.context = None
@@ -156,6 +166,8 @@ class StreamEncoder(ThreadStage):
         self._encoders: dict[str, VideoEncoder] = {}
         self._keyframe_wanted: set[str] = set()
         self._last_keyframe: dict[str, float] = {}
+        self.max_keyframe_interval_s: float | None = None
+        """When set (outputs to platforms run), a keyframe at least this often."""
         self.frames_encoded = 0
         self.frames_dropped = 0
         self.keyframes_forced = 0
@@ -179,6 +191,13 @@ class StreamEncoder(ThreadStage):
         with self._lock:
             self._keyframe_wanted.add(codec)
 
+    def restart_timeline(self) -> None:
+        """Frames from a new source follow (the slate, a returning publisher): their pts carry
+        on from the last frame's, so viewers and outputs see one continuous timeline."""
+        with self._lock:
+            for encoder in self._encoders.values():
+                encoder.rebase()
+
     def submit(self, frame: av.VideoFrame) -> None:
         if self.slot.put(frame) is not None:
             self.frames_dropped += 1
@@ -191,6 +210,9 @@ class StreamEncoder(ThreadStage):
         """Whether this frame should be a keyframe for `codec`, honouring the rate limit."""
         now = self._clock()
         with self._lock:
+            interval = self.max_keyframe_interval_s
+            if interval is not None and now - self._last_keyframe.get(codec, -1e9) >= interval:
+                self._keyframe_wanted.add(codec)
             if codec not in self._keyframe_wanted:
                 return False
             if now - self._last_keyframe.get(codec, -1e9) < self.settings.min_keyframe_gap_s:
@@ -216,6 +238,9 @@ class StreamEncoder(ThreadStage):
                 continue
             if keyframe:
                 self.keyframes_forced += 1
+            if any(p.is_keyframe for p in packets):
+                with self._lock:
+                    self._last_keyframe[encoder.codec] = self._clock()
             if packets:
                 sent = self.bytes_out.get(encoder.codec) or self.bytes_out.setdefault(encoder.codec, ByteRate())
                 sent.add(sum(p.size for p in packets))

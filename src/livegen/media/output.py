@@ -8,6 +8,10 @@ for, rate-limited), so a slow viewer never delays the others or the encoder.
 `per_viewer`: every viewer gets the decoded frames (a `Mailbox` of one, latest wins) and aiortc
 encodes for it. Costs an encoder per viewer; kept to measure what encode-once saves.
 
+Taps (`add_tap`) get the same H.264 packets on the encoder's thread: the stream's outputs to
+platforms and its recordings, which must hand them on without blocking. While any tap runs, a
+keyframe comes at least every `max_keyframe_interval_s` (what platforms require).
+
 `publish` may be called from any thread (the device worker calls it); everything else runs on
 the asyncio loop.
 """
@@ -23,6 +27,9 @@ import av
 from livegen.config import OutputSettings
 from livegen.flow.mailbox import Mailbox
 from livegen.media.encoder import StreamEncoder
+
+TAP_CODEC = "H264"
+"""What outputs and recordings take: FLV, MP4 and WHIP all carry the H.264 encoded once."""
 
 
 class PacketSubscription(Mailbox[av.Packet]):
@@ -61,8 +68,14 @@ class StreamOutput:
         self._frame_subscribers: set[Mailbox[av.VideoFrame]] = set()
         self._packet_subscribers: set[PacketSubscription] = set()
         self._latest: av.VideoFrame | None = None
+        self._taps: dict[int, Callable[[list[av.Packet]], None]] = {}
+        """Thread-side listeners of the H.264 packets (outputs, recordings): called on the
+        encoder's thread, so each must only hand the packets on without blocking."""
+        self._next_tap = 0
         self.encoder = StreamEncoder(name, settings, self._deliver_from_encoder)
         self.frames_published = 0
+        self.last_frame: av.VideoFrame | None = None
+        """The newest processed frame (what a slate dims while the publisher is away)."""
         self.closed = False
 
     # ---- any thread ---------------------------------------------------------------------
@@ -70,14 +83,41 @@ class StreamOutput:
         if self.closed:
             return
         self.frames_published += 1
-        if self.mode == "encode_once":
-            if self._packet_subscribers:
-                self.encoder.submit(frame)
-        else:
+        self.last_frame = frame
+        if self._packet_subscribers or self._taps:
+            self.encoder.submit(frame)
+        if self.mode == "per_viewer":
             self._loop.call_soon_threadsafe(self._offer_frame, frame)
 
     def _deliver_from_encoder(self, codec: str, packets: list[av.Packet]) -> None:
-        self._loop.call_soon_threadsafe(self._offer_packets, codec, packets)
+        if codec == TAP_CODEC:
+            for tap in list(self._taps.values()):
+                tap(packets)
+        if self._packet_subscribers:
+            self._loop.call_soon_threadsafe(self._offer_packets, codec, packets)
+
+    def add_tap(self, tap: Callable[[list[av.Packet]], None], max_keyframe_interval_s: float | None = None) -> int:
+        """Hand every H.264 packet list to `tap` on the encoder's thread (it must not block); the
+        encoder runs while any tap or viewer needs it. Returns the tap's handle."""
+        self._next_tap += 1
+        self._taps[self._next_tap] = tap
+        self.encoder.max_keyframe_interval_s = max_keyframe_interval_s
+        self._update_codecs()
+        self.encoder.request_keyframe(TAP_CODEC)
+        self.encoder.start()
+        return self._next_tap
+
+    def remove_tap(self, handle: int) -> None:
+        self._taps.pop(handle, None)
+        if not self._taps:
+            self.encoder.max_keyframe_interval_s = None
+        self._update_codecs()
+
+    def _update_codecs(self) -> None:
+        wanted = {s.codec for s in self._packet_subscribers}
+        if self._taps:
+            wanted.add(TAP_CODEC)
+        self.encoder.set_codecs(wanted)
 
     # ---- loop -----------------------------------------------------------------------------
     def _offer_frame(self, frame: av.VideoFrame) -> None:
@@ -109,7 +149,7 @@ class StreamOutput:
             subscription.close()
             return subscription
         self._packet_subscribers.add(subscription)
-        self.encoder.set_codecs(s.codec for s in self._packet_subscribers)
+        self._update_codecs()
         self.encoder.request_keyframe(codec)
         self.encoder.start()
         return subscription
@@ -122,7 +162,7 @@ class StreamOutput:
         if isinstance(subscription, PacketSubscription):
             if subscription in self._packet_subscribers:
                 self._packet_subscribers.discard(subscription)
-                self.encoder.set_codecs(s.codec for s in self._packet_subscribers)
+                self._update_codecs()
         else:
             self._frame_subscribers.discard(subscription)
 
