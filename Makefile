@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 MEDIAPIPE ?= mediapipe==0.10.21
 ARGS ?=
 
-.PHONY: install serve test bench browser interop promtool clean
+.PHONY: install serve test bench browser interop promtool relay-servers clean
 
 install: $(VENV)/.installed
 
@@ -35,7 +35,10 @@ interop:
 promtool:
 	bash scripts/install-promtool.sh
 
-test: install browser interop promtool
+relay-servers:
+	bash scripts/install-nginx-rtmp.sh
+
+test: install browser interop promtool relay-servers
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install
