@@ -24,12 +24,15 @@ from livegen.rtc.viewer import ViewerSession
 
 
 def node_settings(**sections: dict[str, Any]) -> Settings:
-    """Test settings: CPU, loopback-only ICE, uploads in a temporary folder, no environment
-    layer; `sections` override."""
+    """Test settings: CPU, loopback-only ICE, uploads and recordings in temporary folders, no slate,
+    no environment layer; `sections` override."""
     base: dict[str, Any] = {
         "engine": {"device": "cpu"},
         "rtc": {"host_addresses": ["127.0.0.1"]},
         "server": {"uploads_dir": str(Path(tempfile.gettempdir()) / "livegen-test-uploads")},
+        "recording": {"dir": str(Path(tempfile.gettempdir()) / "livegen-test-recordings")},
+        # a dropped publisher ends its stream at once, unless a test asks for the slate
+        "relay": {"grace_s": 0},
     }
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}

@@ -19,8 +19,9 @@ BASE = {"config", "errors", "observability", "flow", "resources"}
 """Packages and modules every layer may use."""
 ALLOWED = {
     # package: the other first-level packages it may import (besides BASE)
-    "api": {"hub", "rtc", "engine", "effects", "diffusion", "media"},
-    "hub": {"rtc", "engine", "effects", "media"},
+    "api": {"hub", "relay", "rtc", "engine", "effects", "diffusion", "media"},
+    "hub": {"relay", "rtc", "engine", "effects", "media"},
+    "relay": {"rtc", "media"},
     "rtc": set(),
     "engine": {"effects", "media"},
     "diffusion": {"effects", "media"},

@@ -159,3 +159,48 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         assert await page.evaluate(f"{ops}.lastError") is None
     await viewer.close()
     await publisher.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("settings", [node_settings(
+    auth={"publish_tokens": {"*": PUBLISH}, "operator_token": OPERATOR},
+    relay={"backoff_base_s": 0.2, "backoff_cap_s": 0.5},
+)])
+async def test_ops_page_adds_and_stops_outputs_and_recordings(live_node, settings, browser, tmp_path):  # noqa: F811
+    publisher = WhipPublisher(live_node.url, "show", live_node.http, preset="passthrough", token=PUBLISH)
+    await publisher.publish(SyntheticVideoTrack(320, 240))
+    page = await browser.new_page()
+    async with evidence(tmp_path, ops=page):
+        await page.navigate(f"{live_node.url}/ops?token={OPERATOR}")
+        card = "document.querySelector('article[data-stream=\"show\"]')"
+        await page.wait_for(f"{card} !== null", timeout=20)
+
+        # an RTMP output to a port nobody listens on: added from the form, shown retrying, key hidden
+        await page.evaluate(f"""(() => {{
+          const form = {card}.querySelector('form.add-output');
+          form.querySelector('input[type=url]').value = 'rtmp://127.0.0.1:1/live/SECRETKEY';
+          form.requestSubmit();
+        }})()""")
+        outputs = f"{card}.querySelector('ul.outputs:not(.recordings)')"
+        await page.wait_for(f"{outputs}.textContent.includes('retrying')", timeout=15)
+        assert "SECRETKEY" not in await page.evaluate(f"{card}.textContent")
+        assert len(live_node.hub.streams["show"].outputs) == 1
+
+        # a refused URL is explained on the card
+        await page.evaluate(f"""(() => {{
+          const form = {card}.querySelector('form.add-output');
+          form.querySelector('input[type=url]').value = 'srt://127.0.0.1:9000';
+          form.requestSubmit();
+        }})()""")
+        await page.wait_for(f"{card}.querySelector('.error-inline').textContent.includes('libsrt')", timeout=10)
+
+        # a recording from the button, then stopped; the output stopped too
+        await page.evaluate(f"{card}.querySelector('button.record').click()")
+        recordings = f"{card}.querySelector('ul.recordings')"
+        await page.wait_for(f"{recordings}.querySelector('li[data-output]') !== null", timeout=15)
+        await page.evaluate(f"{recordings}.querySelector('li[data-output] button').click()")
+        await page.evaluate(f"{outputs}.querySelector('li[data-output] button').click()")
+        await wait_until(lambda: len(live_node.hub.streams["show"].outputs) == 0, timeout=15)
+        await page.wait_for(f"{outputs}.querySelector('li') === null && {recordings}.querySelector('li') === null", timeout=10)
+    await publisher.close()

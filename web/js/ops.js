@@ -146,6 +146,13 @@ function makeCard(name) {
   const end = el("button", { className: "end danger", textContent: "End stream", type: "button" });
   const viewers = el("ul", { className: "viewers" });
   const viewerSummary = el("summary", { textContent: "viewers" });
+  const outputs = el("ul", { className: "outputs", "aria-label": `outputs of ${name}` });
+  const outputUrl = el("input", { type: "url", required: true, placeholder: "rtmp://live.example.com/app/KEY or https://…/whip/…", "aria-label": `new output URL for ${name}` });
+  const outputToken = el("input", { type: "password", placeholder: "bearer token (WHIP, optional)", autocomplete: "off", "aria-label": `token of the new output for ${name}` });
+  const addOutput = el("form", { className: "row add-output" }, outputUrl, outputToken, el("button", { type: "submit", textContent: "Add output" }));
+  const record = el("button", { type: "button", className: "record", textContent: "Record" });
+  const recordings = el("ul", { className: "outputs recordings", "aria-label": `recordings of ${name}` });
+  const holding = el("p", { className: "holding", role: "status", hidden: true });
   const fpsSpark = spark(`fps out of ${name} over the last minute`);
   const p95Spark = spark(`processing p95 of ${name} over the last minute`);
   const root = el(
@@ -161,7 +168,10 @@ function makeCard(name) {
     el("p", { className: "spark-label", textContent: "processing p95 (ms), last minute" }),
     p95Spark,
     el("details", { className: "viewer-list" }, viewerSummary, viewers),
+    el("h4", { textContent: "Outputs" }), outputs, addOutput,
+    el("h4", { textContent: "Recordings" }, record), recordings,
   );
+  root.querySelector("header").after(holding);
   root.dataset.stream = name;
   preset.addEventListener("change", () => control(name, { preset: preset.value }, error));
   prompt.addEventListener("keydown", (event) => {
@@ -169,12 +179,22 @@ function makeCard(name) {
     const effect = card.promptEffect;
     if (effect) control(name, { params: { [effect]: { prompt: prompt.value.trim() } } }, error);
   });
+  addOutput.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { url: outputUrl.value.trim() };
+    if (outputToken.value) body.token = outputToken.value;
+    if (await post(`/api/streams/${encodeURIComponent(name)}/outputs`, body, error)) {
+      outputUrl.value = "";
+      outputToken.value = "";
+    }
+  });
+  record.addEventListener("click", () => post(`/api/streams/${encodeURIComponent(name)}/recordings`, {}, error));
   end.addEventListener("click", async () => {
     if (!confirm(`End stream ${name} and all its viewers?`)) return;
     await action(`/api/streams/${encodeURIComponent(name)}`, error);
   });
   $("streams").append(root);
-  const card = { root, fps, p95, drops, viewerCount, presetName, encode, preset, prompt, promptLabel, error, degraded, viewers, viewerSummary, fpsSpark, p95Spark, promptEffect: null };
+  const card = { root, fps, p95, drops, viewerCount, presetName, encode, preset, prompt, promptLabel, error, degraded, viewers, viewerSummary, outputs, recordings, holding, fpsSpark, p95Spark, promptEffect: null };
   cards.set(name, card);
   return card;
 }
@@ -226,8 +246,32 @@ function updateCard(stream) {
       }),
     );
   }
+  card.holding.hidden = stream.state !== "holding";
+  card.holding.textContent = stream.state === "holding" ? `publisher away since ${new Date(stream.holding_since * 1000).toLocaleTimeString()}: showing the slate` : "";
+  renderOutputs(card.outputs, name, "outputs", stream.outputs || [], card.error);
+  renderOutputs(card.recordings, name, "recordings", stream.recordings || [], card.error);
   sparkline(card.fpsSpark, remember("streams", name, "fps", stream.fps_out), "#3ecf8e");
   sparkline(card.p95Spark, remember("streams", name, "p95", stream.latency_ms?.p95), "#4f8cff");
+}
+
+/** One line per output or recording: name, state, bitrate, reconnects, last error; a Stop button. */
+function renderOutputs(list, stream, kind, items, error) {
+  list.replaceChildren(
+    ...items.map((out) => {
+      const stop = el("button", { type: "button", className: "danger", textContent: "Stop", "aria-label": `stop ${out.name}` });
+      stop.addEventListener("click", () =>
+        action(`/api/streams/${encodeURIComponent(stream)}/${kind}/${encodeURIComponent(out.id)}`, error));
+      const rate = out.bitrate_bps ? ` · ${(out.bitrate_bps / 1e6).toFixed(2)} Mbit/s` : "";
+      const again = out.reconnects ? ` · ${out.reconnects} reconnects` : "";
+      const item = el("li", {},
+        el("span", { className: `state state-${out.state}`, textContent: out.state }),
+        el("span", { textContent: `${out.name} · ${out.url}${rate}${again}`, title: out.last_error || "" }),
+        stop);
+      if (out.last_error) item.append(el("small", { className: "error-inline", textContent: out.last_error }));
+      item.dataset.output = out.id;
+      return item;
+    }),
+  );
 }
 
 function renderGpus(gpus) {
@@ -295,6 +339,18 @@ async function control(name, body, error) {
     pollNow();
   } catch (err) {
     error.textContent = err.detail || err.message || String(err);
+  }
+}
+
+async function post(path, body, error) {
+  error.textContent = "";
+  try {
+    await requestJson(path, { method: "POST", body, token });
+    pollNow();
+    return true;
+  } catch (err) {
+    error.textContent = err.detail || err.message || String(err);
+    return false;
   }
 }
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from livegen.api import assets as asset_routes
-from livegen.api import metrics, ops, pages, streams, webrtc
+from livegen.api import metrics, ops, outputs, pages, recordings, streams, webrtc
 from livegen.api.cors import cors_middleware
 from livegen.api.keys import ASSETS, GENERATOR, HUB, SETTINGS, WORKER
 from livegen.api.problems import problem_middleware
@@ -23,6 +23,7 @@ from livegen.effects.base import EffectContext
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker, select_device
 from livegen.media.assets import AssetStore
+from livegen.relay.upload import RecordingUploader
 from livegen.hub.registry import StreamHub
 from livegen.rtc import aiortc_adapter
 
@@ -50,9 +51,17 @@ def create_app(settings: Settings) -> web.Application:
     app[ASSETS] = assets
     app[WORKER] = worker
     app[GENERATOR] = generator
-    app[HUB] = StreamHub(settings, worker, presets)
+    relay, recording = settings.relay, settings.recording
+    uploader = None
+    if recording.upload is not None:
+        uploader = RecordingUploader(
+            recording.upload, recording.dir, backoff_base_s=relay.backoff_base_s, backoff_cap_s=relay.backoff_cap_s
+        )
+    app[HUB] = StreamHub(settings, worker, presets, uploader)
     webrtc.add_routes(app)
     streams.add_routes(app)
+    outputs.add_routes(app)
+    recordings.add_routes(app)
     asset_routes.add_routes(app)
     ops.add_routes(app)
     pages.add_routes(app, settings.web_dir())
@@ -63,9 +72,14 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _run_engine(app: web.Application) -> AsyncIterator[None]:
     worker, generator = app[WORKER], app[GENERATOR]
+    uploader = app[HUB].uploader
     worker.start()
     generator.start()
+    if uploader is not None:
+        uploader.start()  # picks up recordings an earlier run left unuploaded
     yield
     await app[HUB].close()
     worker.stop()
+    if uploader is not None:
+        await asyncio.get_running_loop().run_in_executor(None, uploader.stop)
     await asyncio.get_running_loop().run_in_executor(None, generator.close)

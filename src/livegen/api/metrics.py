@@ -24,6 +24,7 @@ from livegen.observability.gpu import GpuCollector, NvmlGpus
 from livegen.observability.metrics import NodeCollector, StreamReading
 from livegen.observability.quality import QualitySampler
 from livegen.hub.registry import StreamHub
+from livegen.relay.upload import RecordingUploader
 
 SIGNALLING_ENDPOINTS = ("whip", "whep")
 
@@ -40,7 +41,10 @@ class NodeMetrics:
         self._gpu_collector: GpuCollector | None = None
         # the hub is looked up per scrape, so install() may run before or after it is set
         self.registry.register(
-            NodeCollector(lambda: stream_readings(app[HUB], self.quality), lambda: self.signalling_errors)
+            NodeCollector(
+                lambda: stream_readings(app[HUB], self.quality), lambda: self.signalling_errors,
+                lambda: upload_counters(app[HUB].uploader),
+            )
         )
 
     async def start(self) -> None:
@@ -67,6 +71,12 @@ METRICS = web.AppKey("metrics", NodeMetrics)
 def stream_readings(hub: StreamHub, quality: QualitySampler) -> list[StreamReading]:
     samples = quality.readings()
     return [replace(snap.reading, quality=samples.get(snap.reading.stream)) for snap in hub.snapshots()]
+
+
+def upload_counters(uploader: RecordingUploader | None) -> dict[str, int] | None:
+    if uploader is None:
+        return None
+    return {"completed": uploader.completed, "failures": uploader.failures, "retries": uploader.retries}
 
 
 def _signalling_endpoint(path: str) -> str | None:

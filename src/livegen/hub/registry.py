@@ -12,20 +12,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
+import av
+import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer
 
 from livegen.config import EffectSpec, Settings
 from livegen.engine.pipeline import StreamPipeline
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker
-from livegen.errors import AtCapacity, BadRequest, NotFound, StreamBusy, StreamNotPublished, Unprocessable
+from livegen.errors import (
+    AtCapacity,
+    BadRequest,
+    LivegenError,
+    NotFound,
+    StreamBusy,
+    StreamNotPublished,
+    Unprocessable,
+)
 from livegen.hub.control import change_chain, wanted_spec
+from livegen.hub.outputs import StreamOutputs
 from livegen.hub.stream import Stream, StreamSnapshot, VideoDelay
 from livegen.media.audio import AudioRelay
+from livegen.media.convert import frame_to_rgb
 from livegen.media.output import StreamOutput
+from livegen.media.slate import SlateSource, slate_picture
+from livegen.relay.base import redact_url
+from livegen.relay.upload import RecordingUploader
 from livegen.rtc.ingest import IngestSession
 from livegen.rtc.peer import CLOSE_TIMEOUT_S, PeerSession
 from livegen.rtc.sdp import parse_media_sections, require_video
@@ -43,8 +59,12 @@ def check_stream_name(name: str) -> str:
 
 
 class StreamHub:
-    def __init__(self, settings: Settings, worker: DeviceWorker, presets: PresetLibrary):
+    def __init__(
+        self, settings: Settings, worker: DeviceWorker, presets: PresetLibrary, uploader: RecordingUploader | None = None
+    ):
         self.settings = settings
+        self.uploader = uploader
+        """Where finished recordings go (object storage), when the node has one."""
         self.worker = worker
         self.presets = presets
         self.streams: dict[str, Stream] = {}
@@ -98,6 +118,9 @@ class StreamHub:
     # ---- publishing (WHIP) --------------------------------------------------------------------
     async def publish(self, name: str, offer: str, preset: str | None = None) -> tuple[IngestSession, str]:
         check_stream_name(name)
+        held = self.streams.get(name)
+        if held is not None and held.ingest is None and name not in self._negotiating:
+            return await self._resume(held, offer)
         if name in self.streams or name in self._negotiating:
             raise StreamBusy(f"stream {name!r} already has a publisher")
         if self.at_capacity:
@@ -118,11 +141,9 @@ class StreamHub:
             pipeline = StreamPipeline(name, chain, emit=output.publish, max_fps=rtc.max_fps)
             delay = VideoDelay(pipeline, output)
             audio = AudioRelay(loop, delay if self.settings.output.audio_sync else (lambda: 0.0))
-            stream = Stream(name, spec, pipeline, output, audio, delay)
-            session = IngestSession(
-                name, self._rtc_config(), pipeline, audio, max_size=(rtc.max_width, rtc.max_height), **self._session_kw()
-            )
-            stream.ingest = session
+            outputs = StreamOutputs(name, output, audio, self.settings, self.uploader)
+            stream = Stream(name, spec, pipeline, output, audio, delay, outputs)
+            session = stream.ingest = self._ingest_session(stream)
             answer = await session.negotiate(offer)
         except BaseException:
             for part in (audio, chain):
@@ -136,7 +157,91 @@ class StreamHub:
         self.streams[name] = stream
         self.worker.attach(pipeline)
         log.info("[%s] publishing with preset %s", session.tag, chain.preset)
+        self._start_configured_outputs(stream)
         return session, answer
+
+    def _start_configured_outputs(self, stream: Stream) -> None:
+        """What the config asks for every new stream: its `outputs` and `recording.auto`. One
+        that cannot start is logged and skipped; the publish goes on."""
+        urls = [*self.settings.outputs.get("*", []), *self.settings.outputs.get(stream.name, [])]
+        for url in urls:
+            try:
+                stream.outputs.open(url)
+            except LivegenError as exc:
+                log.error("[%s] configured output %s not started: %s", stream.tag, redact_url(url), exc.detail)
+        if self.settings.recording.auto:
+            try:
+                stream.outputs.record()
+            except LivegenError as exc:
+                log.error("[%s] automatic recording not started: %s", stream.tag, exc.detail)
+
+    def _ingest_session(self, stream: Stream) -> IngestSession:
+        rtc = self.settings.rtc
+        return IngestSession(
+            stream.name, self._rtc_config(), stream.pipeline, stream.audio,
+            max_size=(rtc.max_width, rtc.max_height), **self._session_kw(),
+        )
+
+    async def _resume(self, stream: Stream, offer: str) -> tuple[IngestSession, str]:
+        """The publisher of a stream holding on its slate is back: same pipeline, output,
+        viewers, outputs and recordings; the slate stops when the new session is negotiated."""
+        sections = parse_media_sections(offer)
+        require_video(sections, sending=True)
+        self._negotiating.add(stream.name)
+        session = self._ingest_session(stream)
+        try:
+            answer = await session.negotiate(offer)
+        except BaseException:
+            await session.close()
+            raise
+        finally:
+            self._negotiating.discard(stream.name)
+        if self.streams.get(stream.name) is not stream:  # the grace time ran out meanwhile
+            await session.close()
+            raise StreamNotPublished(stream.name)
+        stream.ingest, stream.holding_since = session, None
+        await self._stop_slate(stream)
+        stream.output.encoder.restart_timeline()
+        log.info("[%s] publisher back after holding on the slate", session.tag)
+        return session, answer
+
+    async def _hold(self, stream: Stream) -> None:
+        """The publisher dropped: keep the stream up on its slate for `relay.grace_s`, so its
+        viewers, outputs and recordings continue if the publisher comes back in time."""
+        relay = self.settings.relay
+        stream.ingest, stream.holding_since = None, time.time()
+        last = stream.output.last_frame
+        loop = asyncio.get_running_loop()
+        picture = await loop.run_in_executor(None, self._slate_picture, last)
+        if self.streams.get(stream.name) is not stream or stream.ingest is not None:
+            return  # ended or resumed while the picture was made
+        stream.output.encoder.restart_timeline()
+        stream.slate = SlateSource(stream.name, picture, stream.output.publish, fps=self.settings.rtc.max_fps)
+        stream.slate.start()
+        log.info("[%s] publisher gone: holding on the slate for %.0f s", stream.tag, relay.grace_s)
+        self._spawn(self._expire(stream, stream.holding_since), f"grace {stream.name}")
+
+    def _slate_picture(self, last: av.VideoFrame | None) -> np.ndarray:
+        relay = self.settings.relay
+        image = None
+        if relay.slate_image is not None and self.presets.context.assets is not None:
+            try:
+                image = self.presets.context.assets.load_image(relay.slate_image)
+            except Exception as exc:  # a slate must never fail the stream: fall back to the dim frame
+                log.warning("slate image %s unusable (%s); dimming the last frame", relay.slate_image, exc)
+        return slate_picture(None if last is None else frame_to_rgb(last), relay.slate_message, image)
+
+    async def _expire(self, stream: Stream, since: float | None) -> None:
+        await asyncio.sleep(self.settings.relay.grace_s)
+        if self.streams.get(stream.name) is stream and stream.ingest is None and stream.holding_since == since:
+            log.info("[%s] publisher not back within %.0f s: ending", stream.tag, self.settings.relay.grace_s)
+            await self._remove_stream(stream)
+
+    @staticmethod
+    async def _stop_slate(stream: Stream) -> None:
+        slate, stream.slate = stream.slate, None
+        if slate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, slate.stop)
 
     async def end_publish(self, name: str, session_id: str) -> None:
         stream = self.streams.get(name)
@@ -155,6 +260,8 @@ class StreamHub:
         self.worker.detach(stream.pipeline)
         viewers = list(stream.viewers.values())
         stream.viewers.clear()
+        await self._stop_slate(stream)
+        await stream.outputs.close()
         stream.audio.close()
         sessions = [s.close() for s in (stream.ingest, *viewers) if s is not None]
         await asyncio.gather(stream.output.close(), *sessions)
@@ -214,7 +321,11 @@ class StreamHub:
         stream = self.streams.get(session.stream)
         if isinstance(session, IngestSession):
             if stream is not None and stream.ingest is session:
-                await self._remove_stream(stream)
+                if self.settings.relay.grace_s > 0:
+                    await session.close()
+                    await self._hold(stream)
+                else:
+                    await self._remove_stream(stream)
         elif stream is not None and stream.viewers.get(session.id) is session:
             del stream.viewers[session.id]
             await session.close()

@@ -19,8 +19,10 @@ import av
 from livegen.config import PresetSpec
 from livegen.engine.pipeline import StreamPipeline
 from livegen.flow.mailbox import Mailbox
+from livegen.hub.outputs import StreamOutputs
 from livegen.media.audio import AudioRelay
 from livegen.media.output import StreamOutput
+from livegen.media.slate import SlateSource
 from livegen.observability.metrics import StreamReading
 from livegen.rtc.ingest import IngestSession
 from livegen.rtc.viewer import ViewerSession
@@ -60,9 +62,14 @@ class Stream:
     output: StreamOutput
     audio: AudioRelay
     video_delay_s: VideoDelay
+    outputs: StreamOutputs
     ingest: IngestSession | None = None
+    """The publisher's session; None while the stream holds on its slate."""
     viewers: dict[str, ViewerSession] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    slate: SlateSource | None = None
+    holding_since: float | None = None
+    """When the publisher dropped (time.time()), while the stream holds on its slate."""
 
     @property
     def preset(self) -> str:
@@ -102,8 +109,11 @@ class Stream:
         stats, encoder = self.pipeline.stats, self.output.encoder
         figures = stats.snapshot()
         viewers = list(self.viewers.values())
+        outputs = self.outputs.statuses()
         info = {
             "stream": self.name,
+            "state": "holding" if self.ingest is None else "live",
+            "holding_since": self.holding_since,
             "preset": self.preset,
             "effects": [effect.model_dump() for effect in self.spec.effects],
             "started_at": self.started_at,
@@ -117,6 +127,8 @@ class Stream:
                 "packets_out": self.audio.packets_out,
                 "sync_delay_ms": round(self.video_delay_s() * 1000, 1),
             },
+            "outputs": [o for o in outputs if o["kind"] != "recording"],
+            "recordings": [o for o in outputs if o["kind"] == "recording"],
         }
         dropped = dict(figures["dropped"])
         if encoder.frames_dropped:
@@ -140,6 +152,7 @@ class Stream:
             node_latency=stats.node_histogram.read(),
             stages=stages,
             output={codec: (sent.total, sent.bits_per_second()) for codec, sent in list(encoder.bytes_out.items())},
+            outputs=outputs,
         )
         return StreamSnapshot(info, reading)
 

@@ -12,9 +12,9 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -121,11 +121,21 @@ class StreamReading:
     output: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """(bytes sent, bits/s now) by codec."""
     quality: QualityReading | None = None
+    outputs: Sequence[Mapping[str, Any]] = ()
+    """Each output's and recording's status (`relay.base.OutputStatus.as_json`)."""
 
 
 def _buckets(counts: HistogramCounts) -> list[tuple[str, float]]:
     bounds = [f"{ms / 1000.0:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]
     return list(zip(bounds, counts.cumulative, strict=True))
+
+
+OUTPUT_STATES = ("connecting", "live", "retrying", "failed", "stopped")
+UPLOAD_COUNTERS = (
+    ("livegen_recording_uploads", "completed", "Recordings uploaded to object storage and verified."),
+    ("livegen_recording_upload_failures", "failures", "Recording uploads that failed (the local file stays)."),
+    ("livegen_recording_upload_retries", "retries", "Object-storage calls retried after a transient error."),
+)
 
 
 class NodeCollector(Collector):
@@ -136,9 +146,12 @@ class NodeCollector(Collector):
         self,
         streams: Callable[[], Iterable[StreamReading]],
         signalling_errors: Callable[[], Mapping[tuple[str, int], int]],
+        uploads: Callable[[], Mapping[str, int] | None] = lambda: None,
     ):
         self._streams = streams
         self._signalling_errors = signalling_errors
+        self._uploads = uploads
+        """Recording upload counters ({"completed", "failures", "retries"}), None without storage."""
 
     def describe(self) -> Iterator[Metric]:
         # Names only (no samples), so a registry refuses a second collector that reuses one.
@@ -146,6 +159,10 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._families(list(self._streams()), self._signalling_errors())
+        uploads = self._uploads()
+        if uploads is not None:
+            for name, key, text in UPLOAD_COUNTERS:
+                yield CounterMetricFamily(name, text, value=uploads[key])
 
     @staticmethod
     def _families(
@@ -206,6 +223,29 @@ class NodeCollector(Collector):
             "Mean change of the output between consecutive frames where the input is still, 0-1 (sampled).",
             labels=s,
         )
+        o = [*s, "output", "kind"]
+        output_state = GaugeMetricFamily(
+            "livegen_output_state",
+            "1 for the state each output or recording is in (connecting, live, retrying, failed, stopped).",
+            labels=[*o, "state"],
+        )
+        output_bytes = CounterMetricFamily(
+            "livegen_output_bytes", "Bytes an output pushed or a recording wrote.", labels=o
+        )
+        output_reconnects = CounterMetricFamily(
+            "livegen_output_reconnects", "Times an output went to retrying after a failure.", labels=o
+        )
+        output_bitrate = GaugeMetricFamily(
+            "livegen_output_bits_per_second", f"An output's bitrate over the last {BITRATE_WINDOW_S:g} s.", labels=o
+        )
+        for r in readings:
+            for out in r.outputs:
+                labels = [r.stream, out["id"], out["kind"]]
+                for state in OUTPUT_STATES:
+                    output_state.add_metric([*labels, state], 1.0 if out["state"] == state else 0.0)
+                output_bytes.add_metric(labels, out["bytes"])
+                output_reconnects.add_metric(labels, out["reconnects"])
+                output_bitrate.add_metric(labels, out["bitrate_bps"])
         for r in readings:
             name = [r.stream]
             fps_in.add_metric(name, r.fps_in)
@@ -241,4 +281,5 @@ class NodeCollector(Collector):
         yield from (
             streams, fps_in, fps_out, frames_in, frames_out, over_budget, dropped, degradations, slot_depth,
             viewers, out_bytes, bitrate, processing, node_latency, stages, ssim, flicker, signalling,
+            output_state, output_bytes, output_reconnects, output_bitrate,
         )
