@@ -1,5 +1,5 @@
-"""`livegen bench e2e` at toy size: both paths measured, results written, the node subprocess
-always stopped. Timings are recorded by the bench, never asserted here."""
+"""`livegen bench` scenarios at toy size: measured, results written, the node subprocess (and
+nginx, for relay) always stopped. Timings are recorded by the bench, never asserted here."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from livegen.bench.node import NodeProcess
 from livegen.bench.report import refresh_readme
 from livegen.cli import build_parser
 from livegen.rtc.aiortc_adapter import use_host_addresses
+from livegen.testing.nginx_rtmp import NginxRtmp
+from tests.nginx_rtmp import require_nginx_rtmp
 
 
 @pytest.fixture
@@ -105,6 +107,45 @@ def test_fanout_counts_frames_at_every_viewer_in_both_modes(tmp_path, node_pids,
     assert "](fanout-passthrough-640x360.json)" in (tmp_path / "README.md").read_text()
     assert "per 10 extra viewers" in capsys.readouterr().out
     assert len(node_pids) == 2 and all(gone(pid) for pid in node_pids), "a node subprocess outlived the bench"
+
+
+def test_relay_measures_outputs_a_recording_and_latency_through_nginx(tmp_path, node_pids, monkeypatch, capsys):
+    require_nginx_rtmp()
+    nginx_pids: list[int] = []
+    start = NginxRtmp.start
+
+    def recording_start(self: NginxRtmp, *args, **kwargs) -> None:
+        start(self, *args, **kwargs)
+        nginx_pids.append(self.pid)
+
+    monkeypatch.setattr(NginxRtmp, "start", recording_start)
+
+    code = run_scenario(build_parser().parse_args([
+        "bench", "relay", "--width", "640", "--height", "360", "--fps", "10", "--outputs", "0,1,2",
+        "--seconds", "2", "--warmup", "0.5", "--output", str(tmp_path),
+    ]))
+
+    assert code == 0
+    result = json.loads((tmp_path / "relay-passthrough-640x360.json").read_text())
+    steps = result["steps"]
+    assert [(s["outputs"], s["recording"]) for s in steps] == [(0, False), (1, False), (2, False), (2, True)]
+    assert steps[0]["output_stats"] == [] and steps[0]["player"] is None
+    for step in steps[1:]:
+        assert [o["name"] for o in step["output_stats"]] == [f"bench-{n + 1}" for n in range(step["outputs"])]
+        assert all(o["state"] == "live" and o["bytes_in_window"] > 0 for o in step["output_stats"]), step
+        assert step["player"]["frames_received"] > 0 and math.isfinite(step["player"]["latency_ms"]["p50"])
+        assert step["node"]["window"]["frames_out"] > 0 and step["cpu"]["node_process_pct"] is not None
+    recording = steps[-1]["recording_stats"]
+    assert recording["state"] == "live" and recording["bytes_in_window"] > 0 and recording["files"] == 1
+    assert all(s["recording_stats"] is None for s in steps[:-1])
+    assert set(result["cpu_per_output_by_step_pct"]) == {"0-1", "1-2"}
+    assert result["cpu_per_output_pct"] is not None and result["cpu_recording_pct"] is not None
+    assert result["player"]["frames_undecodable"] == 0  # every played frame carried its stamp
+    assert str(tmp_path) not in json.dumps(result)
+    assert "](relay-passthrough-640x360.json)" in (tmp_path / "README.md").read_text()
+    assert "per RTMP output" in capsys.readouterr().out
+    assert len(node_pids) == 1 and gone(node_pids[0]), "the node subprocess outlived the bench"
+    assert len(nginx_pids) == 1 and gone(nginx_pids[0]), "nginx outlived the bench"
 
 
 def test_pipeline_times_every_stage_of_each_preset(tmp_path, capsys):

@@ -5,7 +5,10 @@ fanout (`fanout.py`): one publisher, many viewers: node CPU and delivered frame 
 count, encode-once against per-viewer encoding, same run.
 pipeline (`pipeline.py`): frames through the engine in this process, per preset: time per stage.
 diffusion (`diffusion.py`): the diffusion stage's device timings (UNet, TAESD, compositing).
-report: regenerate the README's performance table from the committed results, running nothing.
+relay (`relay.py`): a stream pushed to 0, 1 and 3 RTMP outputs (nginx-rtmp) and recorded: node
+CPU per output, publisher → node → nginx → player latency.
+report: regenerate the results README and the project README's table from the committed
+results, running nothing.
 
 Every scenario runs through one driver (`driver.py`): the flags every scenario shares, the
 JSON result and the results folder's README section, `--compare OLD.json` (after its run, how

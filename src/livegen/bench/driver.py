@@ -40,6 +40,8 @@ RESULTS = Path("bench/results")
 SCENARIOS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "e2e": ("publisher→node→viewer latency vs a plain aiortc loopback", options.add_e2e_flags),
     "fanout": ("node CPU and frame rate for 1…N viewers, encode-once vs per-viewer", options.add_fanout_flags),
+    "relay": ("node CPU per RTMP output and for a recording; publisher→nginx→player latency",
+              options.add_relay_flags),
     "pipeline": ("frames through the engine in-process per preset: time per stage", options.add_pipeline_flags),
     "diffusion": ("diffusion stage timings per part, sizes, steps and streams", options.add_diffusion_flags),
 }

@@ -23,7 +23,18 @@ def _csv(values: tuple[object, ...]) -> str:
     return ",".join(map(str, values))
 
 
-# ---- e2e, fanout and pipeline: video at a fixed size and rate -------------------------------------
+def _counts(text: str, flag: str, low: int, high: int) -> tuple[int, ...]:
+    """A comma-separated ladder of counts, sorted and without repeats, each `low`..`high`."""
+    try:
+        counts = tuple(sorted({int(n) for n in text.split(",") if n.strip()}))
+    except ValueError:
+        raise ValueError(f"{flag} must be numbers separated by commas, not {text!r}") from None
+    if not counts or counts[0] < low or counts[-1] > high:
+        raise ValueError(f"{flag} must be {low}..{high} each, not {text!r}")
+    return counts
+
+
+# ---- e2e, fanout, relay and pipeline: video at a fixed size and rate ------------------------------
 @dataclass(frozen=True)
 class VideoOptions:
     """The options of the scenarios that offer video at a fixed size and rate for a while."""
@@ -53,6 +64,9 @@ class VideoOptions:
     def command(self) -> str:
         words = ["livegen", "bench", self.scenario]
         for key, value in asdict(self).items():
+            if isinstance(value, bool):  # a switch: --name or --no-name
+                words.append(f"--{key}" if value else f"--no-{key}")
+                continue
             if isinstance(value, tuple):
                 value = _csv(value)
             words += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
@@ -61,7 +75,7 @@ class VideoOptions:
 
 @dataclass(frozen=True)
 class PublishOptions(VideoOptions):
-    """A publisher at a preset on a node subprocess: what e2e and fanout share."""
+    """A publisher at a preset on a node subprocess: what e2e, fanout and relay share."""
 
     preset: str = "passthrough"
     device: str = "auto"
@@ -82,13 +96,23 @@ class FanoutOptions(PublishOptions):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **parsed: object) -> Self:
-        try:
-            viewers = tuple(sorted({int(n) for n in args.viewers.split(",") if n.strip()}))
-        except ValueError:
-            raise ValueError(f"--viewers must be numbers separated by commas, not {args.viewers!r}") from None
-        if not viewers or viewers[0] < 1 or viewers[-1] > 200:
-            raise ValueError(f"--viewers must be 1..200 each, not {args.viewers!r}")
-        return super().from_args(args, viewers=viewers, **parsed)
+        return super().from_args(args, viewers=_counts(args.viewers, "--viewers", 1, 200), **parsed)
+
+
+@dataclass(frozen=True)
+class RelayOptions(PublishOptions):
+    scenario: ClassVar[str] = "relay"
+    max_outputs: ClassVar[int] = 32
+
+    seconds: float = 15.0
+    warmup: float = 3.0
+    outputs: tuple[int, ...] = (0, 1, 3)
+    record: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **parsed: object) -> Self:
+        outputs = _counts(args.outputs, "--outputs", 0, cls.max_outputs)
+        return super().from_args(args, outputs=outputs, **parsed)
 
 
 @dataclass(frozen=True)
@@ -140,6 +164,17 @@ def add_fanout_flags(parser: argparse.ArgumentParser) -> None:
         default=_csv(d.viewers),
         help=f"viewer counts to measure, comma-separated (default {_csv(d.viewers)})",
     )
+
+
+def add_relay_flags(parser: argparse.ArgumentParser) -> None:
+    d = RelayOptions()
+    _add_video_flags(parser, d, "sent", "measured seconds per step")
+    _add_publish_flags(parser, d)
+    add = parser.add_argument
+    add("--outputs", default=_csv(d.outputs),
+        help=f"RTMP output counts to measure, comma-separated, 0..{d.max_outputs} (default {_csv(d.outputs)})")
+    add("--record", action=argparse.BooleanOptionalAction, default=d.record,
+        help="measure a last step with the most outputs plus a recording (default on)")
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from livegen.bench import diffusion_report, e2e_report, fanout_report, pipeline_report
+from livegen.bench import diffusion_report, e2e_report, fanout_report, pipeline_report, relay_report
 from livegen.bench.machine import machine_info, utc_now
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ README_TITLE = (
 SUMMARIES = {  # the project README's table, scenario by scenario in this order
     "e2e": e2e_report.summary_rows,
     "fanout": fanout_report.summary_rows,
+    "relay": relay_report.summary_rows,
     "pipeline": pipeline_report.summary_rows,
     "diffusion": diffusion_report.summary_rows,
 }
