@@ -31,6 +31,8 @@ def test_defaults_file_env_and_overrides_layer_in_order(tmp_path):
     assert settings.server.port == 1
     lists = load_settings(env={"LIVEGEN_RTC__HOST_ADDRESSES": '["127.0.0.1", "::1"]'})
     assert lists.rtc.host_addresses == ["127.0.0.1", "::1"]
+    outputs = load_settings(env={"LIVEGEN_OUTPUTS": '{"cam": ["rtmp://a/live/k"]}', "LIVEGEN_OUTPUTS__SHOW": "[https://b/whip/s]"})
+    assert outputs.outputs == {"cam": ["rtmp://a/live/k"], "show": ["https://b/whip/s"]}
 
 
 @pytest.mark.parametrize(

@@ -307,7 +307,7 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, 
         if not name.startswith(ENV_PREFIX):
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        if len(path) == 1 and path[0] != "log_level":
+        if len(path) == 1 and path[0] not in ("log_level", "outputs"):
             continue  # not a settings key (e.g. LIVEGEN_CHROMIUM used by tests)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
