@@ -104,7 +104,9 @@ def test_serve_refuses_bad_config_with_the_key_named(tmp_path):
 
 def test_serve_starts_answers_and_stops(tmp_path):
     port = free_port()
-    proc = run_livegen("serve", "--port", str(port), env={"LIVEGEN_ENGINE__DEVICE": "cpu"})
+    proc = run_livegen(
+        "serve", "--port", str(port), env={"LIVEGEN_ENGINE__DEVICE": "cpu", "LIVEGEN_ENGINE__DEFAULT_PRESET": "edges"}
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -154,7 +154,8 @@ class EngineSettings(_Section):
     """Threads for CPU-only helpers (person segmentation) that run beside device work."""
     budget_ms: float = Field(100.0, gt=0, le=10_000)
     """Per-frame processing budget; frames over it are counted as over budget."""
-    default_preset: str = "edges"
+    default_preset: str = "passthrough"
+    """Preset a publisher gets when it names none: by default its own picture, untouched."""
     presets_dir: Path | None = None
     """Folder of preset YAML files; default: the bundled `configs/presets/`."""
     assets_dir: Path | None = None

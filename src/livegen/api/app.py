@@ -16,7 +16,7 @@ from livegen.api import assets as asset_routes
 from livegen.api import metrics, ops, outputs, pages, recordings, streams, webrtc
 from livegen.api.cors import cors_middleware
 from livegen.api.keys import ASSETS, GENERATOR, HUB, SETTINGS, WORKER
-from livegen.api.problems import problem_middleware
+from livegen.api.problems import ParserErrorLog, problem_middleware
 from livegen.config import Settings
 from livegen.diffusion.generator import DiffusionGenerator
 from livegen.effects.base import EffectContext
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[cors_middleware(settings.server.cors_origins), problem_middleware],
+        handler_args={"logger": ParserErrorLog()},
     )
     app[SETTINGS] = settings
     app[ASSETS] = assets

@@ -24,9 +24,22 @@ async def read_text(request: web.Request, content_type: str, what: str) -> str:
         raise BadRequest(f"the {what} is not UTF-8 text") from None
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 async def read_json(request: web.Request) -> Any:
+    """The body as JSON; `BadRequest` for anything that does not parse. Anyone can send the
+    body, so every way the parser can fail is a 400, never a 500: bad syntax, nesting deeper
+    than the interpreter's recursion limit, an integer over Python's digit limit, NaN."""
     text = await read_text(request, "application/json", "body")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body is not acceptable JSON: it nests too deeply") from None
+    except ValueError as exc:
+        # the part before any colon: "Exceeds the limit (4300 digits) for integer string
+        # conversion", without the interpreter's advice to raise the limit
+        raise BadRequest(f"the body is not acceptable JSON: {str(exc).partition(':')[0][:120]}") from None

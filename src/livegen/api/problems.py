@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from livegen.errors import LivegenError
 
@@ -49,3 +50,27 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(500, "Internal error", "the node failed on this request")
+
+
+class ParserErrorLog(logging.LoggerAdapter):
+    """aiohttp's server log (`aiohttp.server`) for the app's connections, where a request that
+    aiohttp's HTTP parser refuses before any handler sees it (a URL or header line over its
+    limit, a malformed request line or chunk) is one short warning instead of a traceback:
+    anyone can send those, as often as they like, and a traceback each floods the log.
+    aiohttp still answers them itself (400, the connection closed). Other errors pass through.
+
+    Given to the app as `handler_args={"logger": ParserErrorLog()}`, so every runner of the app
+    (`web.run_app`, `web.AppRunner`) uses it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            # e.g. "Error handling request from 10.0.0.7: LineTooLong (400): Got more than 8190 bytes…"
+            summary = " ".join(str(exc_info.message).split())[:120]
+            self.warning(
+                f"{msg}: %s (%d): %s", *args, type(exc_info).__name__, exc_info.code, summary, **kwargs
+            )
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
