@@ -4,6 +4,17 @@ Tokens are compared in constant time and never logged. A request without a token
 the node does not know, is 401 with a `WWW-Authenticate: Bearer` challenge; a known token that
 does not grant the action (a viewer token used to publish, stream A's token on stream B) is 403.
 With no tokens configured for an action, that action is open.
+
+Who may do what:
+- `publish` a stream: its publish token (its own, or the `"*"` one when it has none of its own).
+- `watch`: a viewer token for the stream, the token that may publish it, or the operator's.
+- `control` one stream (API writes, its viewers' ids): the operator, or the token that may
+  publish that stream.
+- `control` of `NODE` (listing every stream, `/metrics`, `/api/node`, every recording) and
+  `operate` (ending a stream's viewers by id): the operator only; no publish token grants these,
+  not even `"*"`.
+- `upload`: the operator or any publish token.
+A WHIP/WHEP session URL is a capability on top of this: see `api.webrtc`.
 """
 
 from __future__ import annotations
@@ -15,6 +26,9 @@ from aiohttp import web
 
 from livegen.config import AuthSettings
 from livegen.errors import Forbidden, Unauthorized
+
+NODE = "*"
+"""The `stream` of a node-wide action: never a stream name (`check_stream_name` refuses it)."""
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -34,6 +48,8 @@ def _matches(token: str, candidates: Iterable[str | None]) -> bool:
 
 
 def _stream_token(tokens: dict[str, str], stream: str) -> str | None:
+    if stream == NODE:
+        return None  # the "*" token may publish any one stream, never act on all of them
     return tokens.get(stream, tokens.get("*"))
 
 
@@ -41,32 +57,47 @@ def _all_tokens(auth: AuthSettings) -> list[str | None]:
     return [*auth.publish_tokens.values(), *auth.viewer_tokens.values(), auth.operator_token]
 
 
-def authorize(request: web.Request, auth: AuthSettings, action: str, stream: str) -> None:
-    """Raise 401/403 unless the request may do `action` ("publish", "watch", "control") on `stream`.
-
-    `control` (API writes, ending a publish) is granted to the operator and to the stream's
-    publisher; `watch` also to both of them; `upload` (backgrounds, logos) to the operator and
-    every publisher.
-    """
+def _granting(auth: AuthSettings, action: str, stream: str) -> list[str | None] | None:
+    """The tokens that grant `action` on `stream`, or None when the action is open."""
     publish = _stream_token(auth.publish_tokens, stream)
-    granting: list[str | None] = [auth.operator_token]
     if action == "publish":
-        granting = [publish]
-        if not auth.publish_tokens:
-            return
-    elif action == "watch":
+        return [publish] if auth.publish_tokens else None
+    if action == "watch":
         if not auth.viewer_tokens:
-            return
-        granting += [_stream_token(auth.viewer_tokens, stream), publish]
-    else:  # control, upload
-        if auth.operator_token is None and not auth.publish_tokens:
-            return
-        granting += list(auth.publish_tokens.values()) if action == "upload" else [publish]
+            return None
+        return [auth.operator_token, _stream_token(auth.viewer_tokens, stream), publish]
+    if auth.operator_token is None and not auth.publish_tokens:
+        return None
+    if action == "upload":
+        return [auth.operator_token, *auth.publish_tokens.values()]
+    if action == "control":
+        return [auth.operator_token, publish]
+    if action == "operate":
+        return [auth.operator_token]
+    raise ValueError(f"unknown action {action!r}")
+
+
+def authorize(request: web.Request, auth: AuthSettings, action: str, stream: str) -> None:
+    """Raise 401/403 unless the request may do `action` ("publish", "watch", "control",
+    "operate", "upload") on `stream` (`NODE` for node-wide reads); see the module's docstring."""
+    granting = _granting(auth, action, stream)
+    if granting is None:
+        return
     token = bearer_token(request)
+    where = "this node" if stream == NODE else f"stream {stream!r}"
     if token is None:
-        raise Unauthorized(f"{action} on stream {stream!r} needs a bearer token")
+        raise Unauthorized(f"{action} on {where} needs a bearer token")
     if _matches(token, granting):
         return
     if _matches(token, _all_tokens(auth)):
-        raise Forbidden(f"this token does not allow {action} on stream {stream!r}")
+        raise Forbidden(f"this token does not allow {action} on {where}")
     raise Unauthorized("the bearer token is not valid", invalid=True)
+
+
+def allows(request: web.Request, auth: AuthSettings, action: str, stream: str) -> bool:
+    """Whether `authorize` would let the request through, for answers that show more to some."""
+    granting = _granting(auth, action, stream)
+    if granting is None:
+        return True
+    token = bearer_token(request)
+    return token is not None and _matches(token, granting)

@@ -1,6 +1,7 @@
 """Operator routes: the node at a glance (`GET /api/node`), ending a publisher or one viewer,
-and the operator page at `/ops` (served by `pages`). All need the operator token (or, for one
-stream, its publish token) when the node has tokens."""
+and the operator page at `/ops` (served by `pages`). All need the operator token when the node
+has tokens; ending a stream may also be done with the token that may publish it. A viewer is
+ended here by the public id the API shows (`viewer_sessions[].id`), never by its session id."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from importlib import metadata
 
 from aiohttp import web
 
-from livegen.api.auth import authorize
+from livegen.api.auth import NODE, authorize
 from livegen.api.keys import GENERATOR, HUB, SETTINGS, WORKER
 from livegen.api.metrics import METRICS
 from livegen.errors import NotFound
+from livegen.hub.stream import public_id
 from livegen.observability.gpu import read_gpus
 
 STARTED = web.AppKey("started_at", float)
@@ -26,7 +28,7 @@ def _version(package: str) -> str | None:
 
 
 async def node(request: web.Request) -> web.Response:
-    authorize(request, request.app[SETTINGS].auth, "control", "*")
+    authorize(request, request.app[SETTINGS].auth, "control", NODE)
     app = request.app
     hub, worker = app[HUB], app[WORKER]
     metrics = app.get(METRICS)
@@ -51,11 +53,12 @@ async def end_stream(request: web.Request) -> web.Response:
 
 async def end_viewer(request: web.Request) -> web.Response:
     name, viewer = request.match_info["stream"], request.match_info["viewer"]
-    authorize(request, request.app[SETTINGS].auth, "control", name)
+    authorize(request, request.app[SETTINGS].auth, "operate", name)
     hub = request.app[HUB]
-    if viewer not in hub.stream(name).viewers:
+    session = next((s for s in hub.stream(name).viewers if public_id(s) == viewer), None)
+    if session is None:
         raise NotFound(f"no viewer {viewer!r} on stream {name!r}")
-    await hub.end_watch(name, viewer)
+    await hub.end_watch(name, session)
     return web.json_response({"stream": name, "viewer": viewer, "ended": True})
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from livegen.api.auth import authorize
+from livegen.api.auth import NODE, allows, authorize
 from livegen.api.bodies import read_json
 from livegen.api.keys import HUB, SETTINGS, WORKER
 from livegen.config import EffectSpec
@@ -24,13 +24,17 @@ class StreamPatch(BaseModel):
 
 
 async def list_streams(request: web.Request) -> web.Response:
-    authorize(request, request.app[SETTINGS].auth, "control", "*")
+    authorize(request, request.app[SETTINGS].auth, "control", NODE)
     return web.json_response({"streams": [s.info for s in request.app[HUB].snapshots()]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    authorize(request, request.app[SETTINGS].auth, "watch", request.match_info["stream"])
-    return web.json_response(request.app[HUB].stream(request.match_info["stream"]).info())
+    auth, name = request.app[SETTINGS].auth, request.match_info["stream"]
+    authorize(request, auth, "watch", name)
+    info = request.app[HUB].stream(name).info()
+    if not allows(request, auth, "control", name):
+        info["viewer_sessions"] = []  # a viewer sees how many watch, not who
+    return web.json_response(info)
 
 
 async def patch_stream(request: web.Request) -> web.Response:

@@ -5,6 +5,12 @@ it), a relative `Location` for the session, its `ETag`, and the configured STUN/
 `Link: <url>; rel="ice-server"` headers. `PATCH` on the session takes trickled candidates
 (`application/trickle-ice-sdpfrag`, 204); an ICE restart is answered 422, not supported.
 `DELETE` ends the session. `OPTIONS` (and `HEAD` for WHEP) serve discovery and CORS preflight.
+
+A session's URL is a capability: its last part is the session id, a random secret only the
+client that created the session learns (in `Location`) and the API never shows (viewers are
+shown by `hub.stream.public_id`). The session routes also want the credential that created the
+session (a token that may publish the stream for WHIP, one that may watch it for WHEP) or the
+operator's.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
-from livegen.api.auth import authorize
+from livegen.api.auth import allows, authorize
 from livegen.api.bodies import read_text
 from livegen.api.keys import HUB, SETTINGS
 from livegen.config import Settings
@@ -75,13 +81,20 @@ async def whep_head(request: web.Request) -> web.Response:
     return web.Response(status=200, headers={"Accept-Post": SDP})
 
 
-def _session_handlers(role: str):
-    # A publisher's session answers to its publish token (or the operator's); a viewer's to a
-    # token that may watch the stream.
-    action = "control" if role == "whip" else "watch"
+def _authorize_session(request: web.Request, role: str) -> str:
+    """A publisher's session answers to a token that may publish the stream (or the operator's),
+    a viewer's to one that may watch it (the operator's among them)."""
+    stream = check_stream_name(request.match_info["stream"])
+    auth = request.app[SETTINGS].auth
+    if role == "whip" and allows(request, auth, "operate", stream):
+        return stream
+    authorize(request, auth, "publish" if role == "whip" else "watch", stream)
+    return stream
 
+
+def _session_handlers(role: str):
     async def patch(request: web.Request) -> web.Response:
-        _authorize(request, action)
+        _authorize_session(request, role)
         session = request.app[HUB].session(role, request.match_info["stream"], request.match_info["session"])
         if_match = request.headers.get("If-Match")
         if if_match is not None and if_match.strip() not in ("*", session.etag):
@@ -91,7 +104,7 @@ def _session_handlers(role: str):
         return web.Response(status=204)
 
     async def delete(request: web.Request) -> web.Response:
-        _authorize(request, action)
+        _authorize_session(request, role)
         hub = request.app[HUB]
         stream, session = request.match_info["stream"], request.match_info["session"]
         if role == "whip":

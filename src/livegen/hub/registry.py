@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
@@ -50,6 +51,12 @@ from livegen.rtc.viewer import ViewerSession
 log = logging.getLogger(__name__)
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _is_publisher(stream: Stream, session_id: str) -> bool:
+    """Whether `session_id` (a capability from a Location URL) is the stream's publisher's,
+    compared in constant time."""
+    return stream.ingest is not None and secrets.compare_digest(stream.ingest.id.encode(), session_id.encode())
 
 
 def check_stream_name(name: str) -> str:
@@ -92,7 +99,7 @@ class StreamHub:
         found: PeerSession | None = None
         if stream is not None:
             if role == "whip":
-                found = stream.ingest if stream.ingest is not None and stream.ingest.id == session_id else None
+                found = stream.ingest if _is_publisher(stream, session_id) else None
             else:
                 found = stream.viewers.get(session_id)
         if found is None:
@@ -245,7 +252,7 @@ class StreamHub:
 
     async def end_publish(self, name: str, session_id: str) -> None:
         stream = self.streams.get(name)
-        if stream is None or stream.ingest is None or stream.ingest.id != session_id:
+        if stream is None or not _is_publisher(stream, session_id):
             raise NotFound(f"no publish session {session_id!r} on stream {name!r}")
         await self._remove_stream(stream)
 

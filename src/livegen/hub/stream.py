@@ -10,6 +10,7 @@ through these narrow faces. `snapshot()` is the one read-only view of a stream t
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,13 @@ from livegen.media.slate import SlateSource
 from livegen.observability.metrics import StreamReading
 from livegen.rtc.ingest import IngestSession
 from livegen.rtc.viewer import ViewerSession
+
+
+def public_id(session_id: str) -> str:
+    """The id a viewer's session is shown by in the API and on /ops. The session id itself is the
+    secret in the session's URL (whoever knows it may end or trickle into the session), so what
+    is shown is a one-way digest of it."""
+    return hashlib.sha256(f"viewer:{session_id}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class Stream:
             "effects": [effect.model_dump() for effect in self.spec.effects],
             "started_at": self.started_at,
             "viewers": len(viewers),
-            "viewer_sessions": [{"id": v.id, "codec": v.codec, "since": v.created_at} for v in viewers],
+            "viewer_sessions": [{"id": public_id(v.id), "codec": v.codec, "since": v.created_at} for v in viewers],
             "viewer_codecs": sorted({v.codec for v in viewers if v.codec}),
             **figures,
             "output": self.output.stats(),
