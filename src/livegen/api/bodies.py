@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from livegen.api.keys import SETTINGS
-from livegen.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from livegen.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
 
 async def read_text(request: web.Request, content_type: str, what: str) -> str:
@@ -43,3 +44,17 @@ async def read_json(request: web.Request) -> Any:
         # the part before any colon: "Exceeds the limit (4300 digits) for integer string
         # conversion", without the interpreter's advice to raise the limit
         raise BadRequest(f"the body is not acceptable JSON: {str(exc).partition(':')[0][:120]}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: web.Request, model: type[M], empty_ok: bool = False) -> M:
+    """The JSON body checked against `model`: 400 when it is not JSON, 422 naming each bad
+    field when it does not fit. With `empty_ok`, no body at all reads as `{}`."""
+    raw = await read_json(request) if request.can_read_body or not empty_ok else {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]} for e in exc.errors()]
+        raise Unprocessable("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None

@@ -9,12 +9,11 @@ a stream key or token: URLs are redacted.
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from livegen.api.auth import authorize
-from livegen.api.bodies import read_json
+from livegen.api.bodies import read_model
 from livegen.api.keys import HUB, SETTINGS
-from livegen.errors import Unprocessable
 from livegen.hub.stream import Stream
 
 
@@ -31,19 +30,9 @@ def _stream(request: web.Request) -> Stream:
     return request.app[HUB].stream(name)
 
 
-async def _body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await read_json(request) if request.can_read_body else {}
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]} for e in exc.errors()]
-        raise Unprocessable("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors) from None
-
-
 async def add_output(request: web.Request) -> web.Response:
     stream = _stream(request)
-    body = await _body(request, OutputRequest)
-    assert isinstance(body, OutputRequest)
+    body = await read_model(request, OutputRequest, empty_ok=True)
     output = stream.outputs.open(body.url, body.name, body.token)
     return web.json_response(output.status.as_json(), status=201)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from livegen.api.auth import NODE, allows, authorize
-from livegen.api.bodies import read_json
+from livegen.api.bodies import read_model
 from livegen.api.keys import HUB, SETTINGS, WORKER
 from livegen.config import EffectSpec
-from livegen.errors import Unprocessable
 
 
 class StreamPatch(BaseModel):
@@ -42,12 +41,7 @@ async def patch_stream(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     authorize(request, request.app[SETTINGS].auth, "control", name)
     hub.stream(name)  # 404 before looking at the body
-    try:
-        patch = StreamPatch.model_validate(await read_json(request))
-    except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise Unprocessable(detail, errors=errors) from None
+    patch = await read_model(request, StreamPatch)
     stream = await hub.control(name, patch.preset, patch.effects, patch.params)
     return web.json_response(stream.info())
 
