@@ -119,6 +119,7 @@ async def test_ops_page_shows_controls_and_ends_streams(live_node, settings, bro
         await page.navigate(f"{live_node.url}/ops?token={OPERATOR}")
         card = "document.querySelector('article[data-stream=\"show\"]')"
         await page.wait_for(f"{card} !== null && {ops}.streams[0]?.fps_out > 0", timeout=20)
+        assert await page.evaluate("location.href") == f"{live_node.url}/ops"  # not left in the history
         await page.wait_for(f"Number({card}.querySelector('canvas.spark').dataset.points) >= 2", timeout=10)
         assert await page.evaluate("document.getElementById('gpus').textContent") == "no NVIDIA GPU on this node"
         assert await page.evaluate(f"{card}.querySelector('label:has(input)').hidden")  # no prompt to change
@@ -174,9 +175,10 @@ async def test_ops_page_adds_and_stops_outputs_and_recordings(live_node, setting
     await publisher.publish(SyntheticVideoTrack(320, 240))
     page = await browser.new_page()
     async with evidence(tmp_path, ops=page):
-        await page.navigate(f"{live_node.url}/ops?token={OPERATOR}")
+        await page.navigate(f"{live_node.url}/ops#token={OPERATOR}")  # a fragment never reaches the server
         card = "document.querySelector('article[data-stream=\"show\"]')"
         await page.wait_for(f"{card} !== null", timeout=20)
+        assert OPERATOR not in await page.evaluate("location.href")
 
         # an RTMP output to a port nobody listens on: added from the form, shown retrying, key hidden
         await page.evaluate(f"""(() => {{

@@ -8,16 +8,14 @@
  * `?token=`. State for tests and scripts: `window.livegenOps`.
  */
 
-import { requestJson } from "./whip.js";
+import { pageToken, requestJson } from "./whip.js";
 
 const POLL_MS = 1000;
 const HISTORY = 60; // samples kept for the sparklines (a minute at one a second)
 const MAX_BACKOFF_MS = 10000;
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-let token = params.get("token") || sessionStorage.getItem("livegen-ops-token") || undefined;
-if (token) sessionStorage.setItem("livegen-ops-token", token); // a reload without ?token= keeps it
+let token = pageToken("livegen-ops-token");
 $("token").value = token || "";
 
 // history: sparkline samples, apart for streams and GPUs so a stream named "gpu0" shares nothing

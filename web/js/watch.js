@@ -3,12 +3,12 @@
  *
  * While nobody publishes the stream it waits, asking again after the node's Retry-After; when the
  * publisher leaves it goes back to waiting. Playback starts muted (autoplay rules) with an
- * unmute button. Query parameter `token`: bearer token when the node requires one. State for
- * tests and scripts lives on `window.livegen`.
+ * unmute button. `#token=…` in the address: bearer token when the node requires one (see
+ * pageToken). State for tests and scripts lives on `window.livegen`.
  */
 
 import { FrameMeter } from "./meter.js";
-import { sessionEnded, SignallingError, sleep, watchWhenPublished } from "./whip.js";
+import { pageToken, sessionEnded, SignallingError, sleep, watchWhenPublished } from "./whip.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -19,8 +19,7 @@ const ui = {
   stats: { fps: $("stat-fps"), size: $("stat-size"), frames: $("stat-frames") },
 };
 
-const params = new URLSearchParams(location.search);
-const token = params.get("token") || undefined;
+const token = pageToken("livegen-watch-token");
 const streamName = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
 
 const state = {

@@ -4,15 +4,16 @@
  * look.js), and show fps, node stats and the measured camera→node→page delay (read from the stamp
  * drawn into every published frame).
  *
- * Query parameters: `stream` (name, default "cam"), `preset`, `autostart=1`, `token` (bearer token
- * when the node requires one). State for tests and scripts lives on `window.livegen`.
+ * Query parameters: `stream` (name, default "cam"), `preset`, `autostart=1`; `#token=…` (bearer
+ * token when the node requires one; see pageToken). State for tests and scripts lives on
+ * `window.livegen`.
  */
 
 import { openCamera, StampedCamera } from "./camera.js";
 import { FrameMeter, median } from "./meter.js";
 import { LookPanel } from "./look.js";
 import { elapsedMs, StampReader } from "./stamp.js";
-import { publish, requestJson, sessionEnded, watchWhenPublished } from "./whip.js";
+import { pageToken, publish, requestJson, sessionEnded, watchWhenPublished } from "./whip.js";
 
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const DELAY_WINDOW_MS = 1000;
@@ -41,7 +42,7 @@ const ui = {
 };
 
 const params = new URLSearchParams(location.search);
-const token = params.get("token") || undefined;
+const token = pageToken("livegen-webcam-token");
 
 /** What tests and scripts can read. */
 const state = {

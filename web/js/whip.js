@@ -256,3 +256,24 @@ export function sessionEnded(session, graceMs = 4000) {
     check();
   });
 }
+
+/**
+ * The page's bearer token: from `#token=…` (never sent to the server, so never in an access log
+ * or a Referer), or from a legacy `?token=…`; either is then removed from the address bar (and
+ * so from the history) and kept in this tab's session storage under `key`, where a reload finds
+ * it again.
+ */
+export function pageToken(key) {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const query = new URLSearchParams(location.search);
+  const given = hash.get("token") || query.get("token");
+  if (given) sessionStorage.setItem(key, given);
+  if (hash.has("token") || query.has("token")) {
+    hash.delete("token");
+    query.delete("token");
+    const search = query.toString();
+    const fragment = hash.toString();
+    history.replaceState(history.state, "", `${location.pathname}${search ? `?${search}` : ""}${fragment ? `#${fragment}` : ""}`);
+  }
+  return sessionStorage.getItem(key) || undefined;
+}
