@@ -51,6 +51,9 @@ from livegen.rtc.viewer import ViewerSession
 log = logging.getLogger(__name__)
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+STALE_PUBLISHER_S = 2.0
+"""A publisher that sent no media for this long is replaced by a new publish of its stream
+(which the API has checked for the stream's publish token) instead of answering 409."""
 
 
 def _is_publisher(stream: Stream, session_id: str) -> bool:
@@ -126,8 +129,11 @@ class StreamHub:
     async def publish(self, name: str, offer: str, preset: str | None = None) -> tuple[IngestSession, str]:
         check_stream_name(name)
         held = self.streams.get(name)
-        if held is not None and held.ingest is None and name not in self._negotiating:
-            return await self._resume(held, offer)
+        if held is not None and name not in self._negotiating:
+            if held.ingest is None:
+                return await self._resume(held, offer)
+            if held.ingest.silent_s() >= STALE_PUBLISHER_S:  # crashed, its peer not yet timed out
+                return await self._resume(held, offer, replacing=held.ingest)
         if name in self.streams or name in self._negotiating:
             raise StreamBusy(f"stream {name!r} already has a publisher")
         if self.at_capacity:
@@ -189,9 +195,13 @@ class StreamHub:
             max_size=(rtc.max_width, rtc.max_height), **self._session_kw(),
         )
 
-    async def _resume(self, stream: Stream, offer: str) -> tuple[IngestSession, str]:
-        """The publisher of a stream holding on its slate is back: same pipeline, output,
-        viewers, outputs and recordings; the slate stops when the new session is negotiated."""
+    async def _resume(
+        self, stream: Stream, offer: str, replacing: IngestSession | None = None
+    ) -> tuple[IngestSession, str]:
+        """A publisher takes over a stream: one holding on its slate, or (`replacing`) one whose
+        publisher has sent nothing for `STALE_PUBLISHER_S`. Same pipeline, output, viewers,
+        outputs and recordings; the slate stops, or the silent session is closed, once the new
+        session is negotiated."""
         sections = parse_media_sections(offer)
         require_video(sections, sending=True)
         self._negotiating.add(stream.name)
@@ -209,7 +219,11 @@ class StreamHub:
         stream.ingest, stream.holding_since = session, None
         await self._stop_slate(stream)
         stream.output.encoder.restart_timeline()
-        log.info("[%s] publisher back after holding on the slate", session.tag)
+        if replacing is not None:
+            await replacing.close()  # closed first: its end no longer concerns the stream
+            log.info("[%s] replaced a publisher silent for %.1f s", session.tag, replacing.silent_s())
+        else:
+            log.info("[%s] publisher back after holding on the slate", session.tag)
         return session, answer
 
     async def _hold(self, stream: Stream) -> None:

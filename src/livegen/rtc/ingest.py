@@ -52,8 +52,15 @@ class IngestSession(PeerSession):
         self.refused: str | None = None
         self.video_tracks = 0
         self.audio_tracks = 0
+        self.last_media = time.monotonic()
+        """When the last decoded frame or Opus payload arrived (or the session was made)."""
         self._opus_payload_types: set[int] = set()
         self.pc.on("track", self._on_track)
+
+    def silent_s(self) -> float:
+        """Seconds since the publisher last sent media: a crashed publisher's peer can stay
+        "connected" for a while (ICE consent) although nothing arrives."""
+        return time.monotonic() - self.last_media
 
     async def negotiate(self, offer_sdp: str) -> str:
         self._opus_payload_types = payload_types(offer_sdp, "audio", "opus")
@@ -72,6 +79,7 @@ class IngestSession(PeerSession):
 
             def relay_opus(packet) -> None:
                 if packet.payload_type in opus and packet.payload:
+                    self.last_media = time.monotonic()
                     audio.push(packet.payload, packet.timestamp)
 
             aiortc_adapter.tap_rtp(receiver, relay_opus)
@@ -82,6 +90,7 @@ class IngestSession(PeerSession):
         try:
             while True:
                 frame = await track.recv()
+                self.last_media = time.monotonic()
                 if frame.width > self.max_size[0] or frame.height > self.max_size[1]:
                     self.refused = f"{frame.width}x{frame.height} is over the limit of {self.max_size[0]}x{self.max_size[1]}"
                     log.warning("[%s] publish refused: %s", self.tag, self.refused)
