@@ -23,6 +23,14 @@ UPLOAD_REF = re.compile(r"upload:([0-9a-f]{16,64})")
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 VIDEO_TYPES = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov"}
 MAX_IMAGE_PIXELS = 4096 * 4096
+IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+"""What Pillow must find in the bytes for each declared type."""
+VIDEO_FORMATS = {"video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov"}
+"""A name FFmpeg's demuxer must list for each declared type (its mov/mp4 demuxer is one)."""
+MAX_VIDEO_SIDE = 3840
+MAX_VIDEO_SECONDS = 600.0
+MAX_VIDEO_FRAMES = 18_000
+"""Frames decoded to check a video (10 minutes at 30 fps); the duration cap comes first."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +83,10 @@ class AssetStore:
             raise PayloadTooLarge(f"the upload is {len(data)} bytes; the limit is {self.max_bytes}")
         if content_type in IMAGE_TYPES:
             kind, suffix = "image", IMAGE_TYPES[content_type]
-            width, height = _check_image(data)
+            width, height = _check_image(data, content_type)
         elif content_type in VIDEO_TYPES:
             kind, suffix = "video", VIDEO_TYPES[content_type]
-            width, height = _check_video(data)
+            width, height = _check_video(data, content_type)
         else:
             known = ", ".join([*IMAGE_TYPES, *VIDEO_TYPES])
             raise UnsupportedMediaType(f"uploads must be one of {known}, not {content_type!r}")
@@ -92,29 +100,50 @@ class AssetStore:
         return Asset(f"upload:{digest}", kind, content_type, len(data), width, height)
 
 
-def _check_image(data: bytes) -> tuple[int, int]:
+def _check_image(data: bytes, content_type: str) -> tuple[int, int]:
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.format != IMAGE_FORMATS[content_type]:
+                raise UnsupportedMediaType(
+                    f"the bytes are {image.format or 'not an image'}, not the declared {content_type}"
+                )
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise Unprocessable(f"the image is {image.width}x{image.height}; at most {MAX_IMAGE_PIXELS} pixels")
             image.load()  # a full decode: truncated or hostile files fail here
             return image.width, image.height
-    except Unprocessable:
+    except (Unprocessable, UnsupportedMediaType):
         raise
     except Exception as exc:  # Pillow raises many kinds for bad files
         raise Unprocessable(f"the image cannot be decoded: {exc}") from None
 
 
-def _check_video(data: bytes) -> tuple[int, int]:
+def _check_video(data: bytes, content_type: str) -> tuple[int, int]:
+    """Probe the whole video before it is kept: its container is the declared one, its picture
+    and duration are within the caps, and every frame (up to a cap) decodes."""
     import av
 
     try:
         with av.open(io.BytesIO(data)) as container:
-            stream = next(s for s in container.streams if s.type == "video")
+            if VIDEO_FORMATS[content_type] not in container.format.name.split(","):
+                raise UnsupportedMediaType(f"the bytes are {container.format.name}, not the declared {content_type}")
+            stream = next((s for s in container.streams if s.type == "video"), None)
+            if stream is None:
+                raise Unprocessable("the file has no video stream")
+            width, height, frames = stream.codec_context.width, stream.codec_context.height, 0
+            if max(width, height) > MAX_VIDEO_SIDE:
+                raise Unprocessable(f"the video is {width}x{height}; at most {MAX_VIDEO_SIDE} pixels a side")
             for frame in container.decode(stream):
-                return frame.width, frame.height
+                frames += 1
+                seconds = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+                if seconds > MAX_VIDEO_SECONDS or frames > MAX_VIDEO_FRAMES:
+                    raise Unprocessable(f"the video is longer than {MAX_VIDEO_SECONDS:g} s")
+                width, height = frame.width, frame.height
+    except (Unprocessable, UnsupportedMediaType):
+        raise
     except Exception as exc:
         raise Unprocessable(f"the video cannot be decoded: {exc}") from None
-    raise Unprocessable("the video has no frames")
+    if not frames:
+        raise Unprocessable("the video has no frames")
+    return width, height
