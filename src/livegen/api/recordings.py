@@ -28,13 +28,12 @@ RECORDING_ID = re.compile(r"[0-9a-f]{8}")
 
 
 def _running(request: web.Request) -> dict[str, RecordingOutput]:
-    running = {}
-    for stream in request.app[HUB].streams.values():
-        for status in stream.outputs.statuses("recording"):
-            output = stream.outputs.get(status["id"])
-            assert isinstance(output, RecordingOutput)
-            running[output.id] = output
-    return running
+    return {
+        output.id: output
+        for stream in request.app[HUB].streams.values()
+        for output in stream.outputs.of_kind("recording")
+        if isinstance(output, RecordingOutput)
+    }
 
 
 def _recordings(request: web.Request) -> dict[str, dict[str, Any]]:

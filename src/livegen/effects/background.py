@@ -262,14 +262,12 @@ class BackgroundEffect(Effect):
             raise self._invalid(field, exc.detail) from None
 
     def _load_image(self, ref: str) -> np.ndarray:
-        from PIL import Image
-
-        path = self._resolve("image", ref)
+        if self.context.assets is None:
+            raise self._invalid("image", f"no asset store to find {ref!r} in")
         try:
-            with Image.open(path) as image:
-                return np.ascontiguousarray(image.convert("RGB"))
-        except Exception as exc:  # Pillow raises many kinds for bad files
-            raise self._invalid("image", f"{ref!r} is not a readable image ({exc})") from None
+            return self.context.assets.load_image(ref)
+        except Unprocessable as exc:
+            raise self._invalid("image", exc.detail) from None
 
     def _open_video(self, ref: str) -> VideoLoop:
         path = self._resolve("video", ref)

@@ -73,7 +73,11 @@ class StreamOutputs:
         return output
 
     def statuses(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return [_describe(o) for o in self._all.values() if kind is None or o.status.kind == kind]
+        return [_describe(o) for o in self.of_kind(kind)]
+
+    def of_kind(self, kind: str | None = None) -> list[Output]:
+        """The outputs of one kind ("rtmp", "whip", "recording"), or all of them."""
+        return [o for o in self._all.values() if kind is None or o.status.kind == kind]
 
     def request_keyframe(self) -> None:
         """Thread-safe: what each output calls on (re)connecting."""
