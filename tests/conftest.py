@@ -27,7 +27,8 @@ def node_settings(**sections: dict[str, Any]) -> Settings:
     """Test settings: CPU, loopback-only ICE, uploads and recordings in temporary folders, no slate,
     no environment layer; `sections` override."""
     base: dict[str, Any] = {
-        "engine": {"device": "cpu"},
+        # picture and frame-count checks assume full quality: shedding is tested on its own
+        "engine": {"device": "cpu", "shed": False},
         "rtc": {"host_addresses": ["127.0.0.1"]},
         "server": {"uploads_dir": str(Path(tempfile.gettempdir()) / "livegen-test-uploads")},
         "recording": {"dir": str(Path(tempfile.gettempdir()) / "livegen-test-recordings")},

@@ -115,6 +115,9 @@ async def test_patch_changes_the_chain_live_without_a_stall(live_node):
         ({"params": {"edges": {"strength": 1}}}, "params.edges"),
         ({"effects": [{"name": "sparkles"}]}, "sparkles"),
         ({"preset": "edges", "effects": []}, "either preset or effects"),
+        # one stream's chain cannot take the worker from the others: engine.max_chain (8)
+        ({"effects": [{"name": "edges"}] * 9}, "engine.max_chain"),
+        ({"effects": [{"name": "edges"}] * 200}, "engine.max_chain"),
     ):
         code, _, text = await request(live_node, "PATCH", "/api/streams/cam", json=body)
         assert code == 422 and field in text, text

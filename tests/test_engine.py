@@ -87,7 +87,9 @@ def test_worker_survives_a_failing_effect_and_keeps_other_streams_going():
     finally:
         worker.stop()
     assert not worker.running and not any(t.name == worker.name for t in threading.enumerate())
-    assert outputs["bad"] == [] and bad.stats.dropped["effect_error"] == 3
+    # the failing stream goes on: its frames go out as they came, each failure counted
+    assert len(outputs["bad"]) == 3 and bad.stats.errors["effect_error"] == 3
+    assert all(f.pts == 1234 for f in outputs["bad"]) and not bad.stats.dropped
     out = outputs["good"][-1]
     assert out.pts == 1234 and out.format.name == "yuv420p"
     rgb = out.to_ndarray(format="rgb24").astype(int)

@@ -153,7 +153,15 @@ class EngineSettings(_Section):
     cpu_threads: int = Field(2, ge=1, le=64)
     """Threads for CPU-only helpers (person segmentation) that run beside device work."""
     budget_ms: float = Field(100.0, gt=0, le=10_000)
-    """Per-frame processing budget; frames over it are counted as over budget."""
+    """Per-frame budget: frames that take longer to process are counted as over budget, and
+    under overload the node sheds work so that a frame's in-node latency p95 stays within it."""
+    max_chain: int = Field(8, ge=1, le=64)
+    """Most effects in one stream's chain (a longer preset or PATCH is refused with 422)."""
+    worker_load: float = Field(0.9, gt=0.0, le=1.0)
+    """Share of each second the device worker may be busy; divided fairly among the streams."""
+    shed: bool = True
+    """Shed work (effect quality, processed resolution, frame rate) of the streams over their
+    share of the worker and under overload; False: never shed (frames then wait and drop)."""
     default_preset: str = "passthrough"
     """Preset a publisher gets when it names none: by default its own picture, untouched."""
     presets_dir: Path | None = None

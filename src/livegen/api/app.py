@@ -16,7 +16,7 @@ from livegen.api import assets as asset_routes
 from livegen.api import metrics, ops, outputs, pages, recordings, streams, webrtc
 from livegen.api.cors import cors_middleware
 from livegen.api.keys import ASSETS, GENERATOR, HUB, SETTINGS, WORKER
-from livegen.api.problems import ParserErrorLog, problem_middleware
+from livegen.api.problems import ParserErrorLog, answer_expectations, problem_middleware
 from livegen.config import Settings
 from livegen.diffusion.generator import DiffusionGenerator
 from livegen.effects.base import EffectContext
@@ -34,14 +34,18 @@ def create_app(settings: Settings) -> web.Application:
     """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
     assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
     engine = settings.engine
-    worker = DeviceWorker(select_device(engine.device), engine.budget_ms, engine.cpu_threads)
+    worker = DeviceWorker(
+        select_device(engine.device), engine.budget_ms, engine.cpu_threads, engine.worker_load, engine.shed
+    )
     # Loads its models on a thread of its own once the app starts; until then (and for good
     # without a GPU or a model) `generated` backgrounds and `stylize` show their fallbacks.
     generator = DiffusionGenerator(settings.diffusion, worker.device)
     presets = PresetLibrary.from_folder(
-        settings.presets_dir(), engine.default_preset, EffectContext(assets=assets, generator=generator)
+        settings.presets_dir(), engine.default_preset, EffectContext(assets=assets, generator=generator),
+        max_chain=engine.max_chain,
     )
     aiortc_adapter.apply_policy(settings.rtc.host_addresses, settings.rtc.udp_ports)
+    answer_expectations()  # before the routes are made: they take aiohttp's default then
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,

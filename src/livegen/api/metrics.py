@@ -21,7 +21,7 @@ from livegen.api.auth import authorize
 from livegen.api.keys import HUB, SETTINGS, WORKER
 from livegen.api.problems import Handler
 from livegen.observability.gpu import GpuCollector, NvmlGpus
-from livegen.observability.metrics import NodeCollector, StreamReading
+from livegen.observability.metrics import EngineCollector, NodeCollector, StreamReading
 from livegen.observability.quality import QualitySampler
 from livegen.hub.registry import StreamHub
 from livegen.relay.upload import RecordingUploader
@@ -45,6 +45,9 @@ class NodeMetrics:
                 lambda: stream_readings(app[HUB], self.quality), lambda: self.signalling_errors,
                 lambda: upload_counters(app[HUB].uploader),
             )
+        )
+        self.registry.register(
+            EngineCollector(lambda: (app[WORKER].governor.capacity, app[WORKER].governor.latency_p95_ms))
         )
 
     async def start(self) -> None:

@@ -25,11 +25,17 @@ from typing import Any
 
 import torch
 
-from livegen.diffusion.denoiser import LATENT_SCALE, StreamDenoiser, Ticket, seeded_noise
+from livegen.diffusion.denoiser import (
+    LATENT_SCALE,
+    StreamDenoiser,
+    Ticket,
+    seeded_noise,
+)
 from livegen.diffusion.models import DiffusionModels
 from livegen.diffusion.prompts import PromptBank
 from livegen.diffusion.schedule import NoiseSchedule, StepCoefficients, stream_timesteps
 from livegen.effects.generation import GenerationParams
+from livegen.flow.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,8 @@ class DenoisingBatcher:
         """Time of each part of the last `flush()` (device times only when `profile`)."""
         self.unet_calls = 0
         self.fallbacks: list[str] = []
+        self.out_of_memory = RateLimitedLog(log)
+        """Flushes that ran out of device memory (their frames showed the fallback)."""
         """Why an opt-in speed-up is not running (each a sentence), for doctor and metrics."""
         self._compile_requested = compile
         self._graphs_requested = cuda_graphs
@@ -244,6 +252,21 @@ class DenoisingBatcher:
             ready.append((ticket, embeddings))
         if not ready:
             return
+        try:
+            self._run(ready)
+        except torch.OutOfMemoryError:
+            # The device ran out of memory (a burst of streams, another process): these frames
+            # show their fallback, their streams start over from a fresh latent, the node goes on.
+            self.out_of_memory.failure("diffusion: out of device memory on %d frame(s); they show their fallback",
+                                       len(ready))
+            for ticket, _ in ready:
+                ticket.done, ticket.output = True, None
+                ticket.notes.add("diffusion_out_of_memory")
+                ticket.denoiser.inflight = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _run(self, ready: list[tuple[Ticket, torch.Tensor]]) -> None:
         with torch.inference_mode():
             started = time.perf_counter()
             groups: dict[tuple[int, ...], list[tuple[Ticket, torch.Tensor]]] = {}

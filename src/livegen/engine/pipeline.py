@@ -8,6 +8,7 @@ swapped by replacing one reference, so a change lands between two frames, never 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +18,12 @@ from typing import Any
 import av
 
 from livegen.effects import EffectChain
-from livegen.flow.slot import FrameSlot
+from livegen.engine.governor import StreamLoad
 from livegen.engine.stats import StreamStats
+from livegen.flow.ratelog import RateLimitedLog
+from livegen.flow.slot import FrameSlot
+
+log = logging.getLogger("livegen.engine.worker")
 
 BURST_S = 0.5
 
@@ -54,7 +59,10 @@ class StreamPipeline:
         self._retired: list[EffectChain] = []
         self._retired_lock = threading.Lock()
         self._index = 0
-        self.failed_chain: EffectChain | None = None  # last chain whose error was logged
+        self.load = StreamLoad()
+        """The worker's account of this stream: its share, demand and shedding level."""
+        self.error_log = RateLimitedLog(log)
+        """Where the worker reports this stream's failing frames (once per interval)."""
         self._retunes: list[tuple[EffectChain, int, Any]] = []
 
     def bind(self, wake: Callable[[], None]) -> None:

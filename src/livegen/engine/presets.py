@@ -12,11 +12,14 @@ from livegen.errors import ConfigError, Unprocessable
 
 
 class PresetLibrary:
-    def __init__(self, specs: dict[str, PresetSpec], default: str, context: EffectContext | None = None):
+    def __init__(
+        self, specs: dict[str, PresetSpec], default: str, context: EffectContext | None = None, max_chain: int = 8
+    ):
         self.context = context or EffectContext()
+        self.max_chain = max_chain
         for spec in specs.values():
             try:
-                build_chain(spec, self.context).close()
+                self.build(spec).close()
             except Unprocessable as exc:
                 raise ConfigError(f"preset file {spec.name}.yaml: {exc.detail}") from None
         if default not in specs:
@@ -27,8 +30,10 @@ class PresetLibrary:
         self.default = default
 
     @classmethod
-    def from_folder(cls, folder: Path, default: str, context: EffectContext | None = None) -> PresetLibrary:
-        return cls(load_presets(folder), default, context)
+    def from_folder(
+        cls, folder: Path, default: str, context: EffectContext | None = None, max_chain: int = 8
+    ) -> PresetLibrary:
+        return cls(load_presets(folder), default, context, max_chain)
 
     def names(self) -> list[str]:
         return sorted(self._specs)
@@ -57,7 +62,18 @@ class PresetLibrary:
     def build(self, spec: PresetSpec) -> EffectChain:
         """A fresh chain for `spec`; 422 naming the bad effect or parameter. May take a while
         (models, files): call it off the event loop."""
+        self.check_length(spec)
         return build_chain(spec, self.context)
+
+    def check_length(self, spec: PresetSpec) -> None:
+        """422 when `spec` has more effects than `engine.max_chain` allows: one stream's chain
+        must not be able to take the worker from every other stream."""
+        if len(spec.effects) > self.max_chain:
+            raise Unprocessable(
+                f"preset {spec.name!r}: {len(spec.effects)} effects; at most {self.max_chain} "
+                "(engine.max_chain)",
+                errors=[{"field": "effects", "message": f"at most {self.max_chain} effects"}],
+            )
 
     def chain(self, name: str | None) -> EffectChain:
         return self.build(self.spec(name))

@@ -39,6 +39,8 @@ class StreamStats:
         self.frames_in = 0
         self.frames_out = 0
         self.dropped: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        """Frames that went out unprocessed because an effect raised, by kind."""
         self.over_budget = 0
         self._in_rate = _RateMeter()
         self._out_rate = _RateMeter()
@@ -55,6 +57,14 @@ class StreamStats:
         with self._lock:
             self.frames_in += 1
             self._in_rate.mark(self._clock())
+
+    def input_fps(self) -> float:
+        with self._lock:
+            return self._in_rate.rate(self._clock())
+
+    def count_error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
 
     def drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -97,6 +107,7 @@ class StreamStats:
                 "frames_in": self.frames_in,
                 "frames_out": self.frames_out,
                 "dropped": dict(self.dropped),
+                "errors": dict(self.errors),
                 "over_budget": self.over_budget,
                 "latency_ms": self.processing_ms.summary(),
                 "node_latency_ms": self.node_ms.summary(),

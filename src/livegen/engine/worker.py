@@ -2,8 +2,11 @@
 
 It sweeps the attached pipelines, takes whatever frame each slot holds, processes it and emits the
 result. With nothing to do it sleeps until a slot is filled (a `ThreadStage`). Conversions and
-effects run here, never on the asyncio loop. An effect that raises costs its stream that frame
-(counted as `effect_error`), never the worker.
+effects run here, never on the asyncio loop. Within a round the cheapest streams go first, and
+the `LoadGovernor` decides how much of the worker each stream gets and what a stream over its
+share sheds (quality, then resolution, then frames). An effect that raises costs its stream the
+effects on that frame — the picture goes out as it came in, counted as `effect_error` and logged
+at most once per `flow.ratelog.LOG_INTERVAL_S` per stream — never the worker.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import av
+import cv2
+import numpy as np
 import torch
 
 from livegen.effects import EffectChain, Frame
+from livegen.engine.governor import LEVELS, LoadGovernor
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
 from livegen.flow.stage import ThreadStage
@@ -35,6 +42,8 @@ class _Job:
     chain: EffectChain
     started: float
     work: Frame | None = None
+    own_ms: float = 0.0
+    """Time spent on this frame itself so far (not on other streams' frames of the round)."""
 
 RECENT_WEIGHT = 0.2  # of the newest frame in a stream's running processing-time average
 PROCESSING_SHARE = 0.5  # of the end-to-end budget that processing may take before effects shed work
@@ -50,13 +59,21 @@ def select_device(setting: str) -> torch.device:
 
 
 class DeviceWorker(ThreadStage):
-    def __init__(self, device: torch.device, budget_ms: float = 100.0, cpu_threads: int = 2):
+    def __init__(
+        self,
+        device: torch.device,
+        budget_ms: float = 100.0,
+        cpu_threads: int = 2,
+        worker_load: float = 0.9,
+        shed: bool = True,
+    ):
         super().__init__(f"livegen-worker-{device.type}")
         self.device = device
         self.cpu_threads = cpu_threads
         self.pool: ThreadPoolExecutor | None = None
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.budget_ms = budget_ms
+        self.governor = LoadGovernor(budget_ms, worker_load, enabled=shed)
         self._lock = threading.Lock()
         self._pipelines: tuple[StreamPipeline, ...] = ()
         self._detached: list[StreamPipeline] = []
@@ -120,7 +137,10 @@ class DeviceWorker(ThreadStage):
 
     def step(self) -> bool:
         self._close_retired()
-        taken = [(p, item) for p in self._pipelines if (item := p.slot.take()) is not None]
+        pipelines = self._pipelines
+        self.governor.plan([(p.load, p.stats.input_fps()) for p in pipelines])
+        # cheapest first: a stream's frame never waits behind a heavier stream's in its round
+        taken = [(p, item) for p in sorted(pipelines, key=lambda p: p.recent_ms) if (item := p.slot.take()) is not None]
         if taken:
             self._process(taken)
         return bool(taken)
@@ -132,11 +152,12 @@ class DeviceWorker(ThreadStage):
         for job in jobs:
             self._apply_and_emit(job)
 
-    def _failed(self, pipeline: StreamPipeline, chain: EffectChain) -> None:
-        pipeline.stats.drop("effect_error")
-        if pipeline.failed_chain is not chain:
-            pipeline.failed_chain = chain
-            log.exception("[%s] preset %s failed on a frame", pipeline.name, chain.preset)
+    def _failed(self, pipeline: StreamPipeline, chain: EffectChain, item: InputFrame, own_ms: float) -> None:
+        """The chain raised on this frame: the picture goes out unprocessed, so the stream goes
+        on; counted on every frame, logged once per interval with how many since."""
+        pipeline.stats.count_error("effect_error")
+        pipeline.error_log.failure("[%s] preset %s failed on a frame; it goes out unprocessed", pipeline.name, chain.preset)
+        self._emit(pipeline, item, item.frame, own_ms, None)
 
     def _prepare(self, pipeline: StreamPipeline, item: InputFrame) -> _Job | None:
         started = time.perf_counter()
@@ -147,38 +168,54 @@ class DeviceWorker(ThreadStage):
         job = _Job(pipeline, item, chain, started)
         if not chain.touches_pixels:
             return job
+        load = pipeline.load
+        if not self.governor.admit(load):
+            pipeline.stats.drop("shed")
+            return None
         try:
             job.work = Frame(
                 pipeline.next_index(),
-                rgb=frame_to_rgb(item.frame),
+                rgb=frame_to_rgb(item.frame, load.scale),
                 device=self.device,
                 dtype=self.dtype,
                 pool=self.pool,
-                over_budget=pipeline.recent_ms > self.frame_budget_ms,
+                over_budget=load.degrade or pipeline.recent_ms > self.frame_budget_ms,
             )
+            if load.level >= 2:
+                job.work.notes.add(LEVELS[load.level])
             job.work.timings_ms["convert_in"] = (time.perf_counter() - started) * 1000.0
             chain.prepare(job.work)
         except Exception:
-            self._failed(pipeline, chain)
+            self._failed(pipeline, chain, item, (time.perf_counter() - started) * 1000.0)
             return None
+        job.own_ms = (time.perf_counter() - started) * 1000.0
         return job
 
     def _apply_and_emit(self, job: _Job) -> None:
-        pipeline, item, chain, work, started = job.pipeline, job.item, job.chain, job.work, job.started
+        pipeline, item, chain, work = job.pipeline, job.item, job.chain, job.work
+        started = time.perf_counter()
         try:
             if work is not None:
                 chain.apply(work)
                 ran = time.perf_counter()
-                frame = rgb_to_frame(work.rgb, like=item.frame)
+                frame = rgb_to_frame(_full_size(work.rgb, item.frame), like=item.frame)
                 work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0
             else:
                 frame = item.frame
         except Exception:
-            self._failed(pipeline, chain)
+            self._failed(pipeline, chain, item, job.own_ms + (time.perf_counter() - started) * 1000.0)
             return
+        self._emit(pipeline, item, frame, job.own_ms + (time.perf_counter() - started) * 1000.0, work)
+
+    def _emit(
+        self, pipeline: StreamPipeline, item: InputFrame, frame: av.VideoFrame, processing_ms: float, work: Frame | None
+    ) -> None:
+        """Hand the frame on; `processing_ms` is the time spent on it (this stream's own)."""
         done = time.perf_counter()
-        processing_ms = (done - started) * 1000.0
+        node_ms = (done - item.received_at) * 1000.0
         pipeline.recent_ms += (processing_ms - pipeline.recent_ms) * RECENT_WEIGHT
+        if work is not None:
+            self.governor.charge(pipeline.load, processing_ms, node_ms)
         try:
             pipeline.emit(frame)
         except RuntimeError:  # the loop is closing; the stream is going away
@@ -186,10 +223,17 @@ class DeviceWorker(ThreadStage):
             return
         pipeline.stats.frame_out(
             processing_ms,
-            node_ms=(done - item.received_at) * 1000.0,
+            node_ms=node_ms,
             over_budget=processing_ms > self.budget_ms,
         )
         if work is not None:
             pipeline.stats.stages(work.timings_ms, work.notes)
             if self.quality is not None:
                 self.quality.offer(pipeline.name, work.index, work.source, work.rgb, work.mask_rgb)
+
+
+def _full_size(rgb: np.ndarray, like: av.VideoFrame) -> np.ndarray:
+    """A picture processed at a shed resolution, scaled back to the stream's own size."""
+    if rgb.shape[1] == like.width and rgb.shape[0] == like.height:
+        return rgb
+    return cv2.resize(rgb, (like.width, like.height), interpolation=cv2.INTER_LINEAR)

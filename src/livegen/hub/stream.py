@@ -22,6 +22,7 @@ from livegen.engine.pipeline import StreamPipeline
 from livegen.flow.mailbox import Mailbox
 from livegen.hub.outputs import StreamOutputs
 from livegen.media.audio import AudioRelay
+from livegen.media.encoder import ViewerEncoder
 from livegen.media.output import StreamOutput
 from livegen.media.slate import SlateSource
 from livegen.observability.metrics import StreamReading
@@ -102,6 +103,9 @@ class Stream:
     def subscribe_frames(self) -> Mailbox[av.VideoFrame]:
         return self.output.subscribe_frames()
 
+    def frame_encoder(self, codec: str) -> ViewerEncoder:
+        return self.output.viewer_encoder(codec)
+
     def subscribe_audio(self) -> Mailbox[av.Packet]:
         return self.audio.subscribe()
 
@@ -129,6 +133,7 @@ class Stream:
             "viewer_sessions": [{"id": public_id(v.id), "codec": v.codec, "since": v.created_at} for v in viewers],
             "viewer_codecs": sorted({v.codec for v in viewers if v.codec}),
             **figures,
+            "load": self.pipeline.load.as_json(),
             "output": self.output.stats(),
             "audio": {
                 "packets_in": self.audio.packets_in,
@@ -161,6 +166,8 @@ class Stream:
             stages=stages,
             output={codec: (sent.total, sent.bits_per_second()) for codec, sent in list(encoder.bytes_out.items())},
             outputs=outputs,
+            errors=figures["errors"],
+            shed_level=self.pipeline.load.level,
         )
         return StreamSnapshot(info, reading)
 

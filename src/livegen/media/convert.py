@@ -12,9 +12,13 @@ import numpy as np
 import torch
 
 
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8 RGB copy of a decoded frame."""
-    return frame.to_ndarray(format="rgb24")
+def frame_to_rgb(frame: av.VideoFrame, scale: float = 1.0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB copy of a decoded frame; with `scale` < 1, at that fraction of its
+    width and height (even sizes), scaled by FFmpeg in the same conversion."""
+    if scale >= 1.0:
+        return frame.to_ndarray(format="rgb24")
+    width, height = max(2, int(frame.width * scale) // 2 * 2), max(2, int(frame.height * scale) // 2 * 2)
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
 def rgb_to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -123,6 +123,10 @@ class StreamReading:
     quality: QualityReading | None = None
     outputs: Sequence[Mapping[str, Any]] = ()
     """Each output's and recording's status (`relay.base.OutputStatus.as_json`)."""
+    errors: Mapping[str, int] = field(default_factory=dict)
+    """Frames that went out unprocessed because an effect raised, by kind."""
+    shed_level: int = 0
+    """What the stream sheds to stay within its share of the worker (engine.governor.LEVELS)."""
 
 
 def _buckets(counts: HistogramCounts) -> list[tuple[str, float]]:
@@ -188,6 +192,17 @@ class NodeCollector(Collector):
             "livegen_stream_degradations",
             "Frames on which an effect degraded or fell back (mask_reused, background_fallback ...), by kind.",
             labels=[*s, "kind"],
+        )
+        errors_family = CounterMetricFamily(
+            "livegen_stream_effect_errors",
+            "Frames that went out unprocessed because an effect raised, by kind.",
+            labels=[*s, "kind"],
+        )
+        shed_level = GaugeMetricFamily(
+            "livegen_stream_shed_level",
+            "What the stream sheds to stay within its share of the worker: 0 nothing, 1 effect quality, "
+            "2 also half resolution, 3 also frame rate.",
+            labels=s,
         )
         slot_depth = GaugeMetricFamily(
             "livegen_stream_slot_depth", "Frames waiting in a latest-frame slot (0 or 1).", labels=[*s, "slot"]
@@ -257,6 +272,9 @@ class NodeCollector(Collector):
                 dropped.add_metric([r.stream, reason], count)
             for kind, count in sorted(r.degradations.items()):
                 degradations.add_metric([r.stream, kind], count)
+            for kind, count in sorted(r.errors.items()):
+                errors_family.add_metric([r.stream, kind], count)
+            shed_level.add_metric(name, r.shed_level)
             for slot, depth in sorted(r.slots.items()):
                 slot_depth.add_metric([r.stream, slot], depth)
             viewers.add_metric(name, r.viewers)
@@ -281,5 +299,32 @@ class NodeCollector(Collector):
         yield from (
             streams, fps_in, fps_out, frames_in, frames_out, over_budget, dropped, degradations, slot_depth,
             viewers, out_bytes, bitrate, processing, node_latency, stages, ssim, flicker, signalling,
-            output_state, output_bytes, output_reconnects, output_bitrate,
+            output_state, output_bytes, output_reconnects, output_bitrate, errors_family, shed_level,
+        )
+
+
+class EngineCollector(Collector):
+    """The device worker's load: its capacity after overload shedding, and the in-node latency
+    p95 that steers it; `read()` gives (capacity ratio, p95 ms)."""
+
+    def __init__(self, read: Callable[[], tuple[float, float]]):
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(1.0, 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(*self._read())
+
+    @staticmethod
+    def _families(capacity: float, latency_p95_ms: float) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "livegen_engine_capacity_ratio",
+            "Share of the worker's configured capacity in use after overload shedding (1: no overload).",
+            capacity,
+        )
+        yield GaugeMetricFamily(
+            "livegen_engine_node_latency_p95_seconds",
+            "In-node latency p95 over the governor's last step, all streams.",
+            latency_p95_ms / 1000.0,
         )
