@@ -42,38 +42,48 @@ log = logging.getLogger(__name__)
 UnetCall = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class CudaGraphUnet:
-    """The UNet replayed from a CUDA graph captured once per input shape; static buffers in,
-    a static buffer out (copied by the caller's arithmetic before the next replay)."""
+Capture = Callable[[UnetCall, tuple[torch.Tensor, ...], int], tuple[Callable[[], None], torch.Tensor]]
 
-    def __init__(self, call: UnetCall, warmups: int = 2):
+
+def capture_cuda_graph(call: UnetCall, static: tuple[torch.Tensor, ...], warmups: int) -> tuple[Callable[[], None], torch.Tensor]:
+    """Capture `call` on the static inputs as a CUDA graph: (replay, the static output)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmups):  # lazy init (cuDNN plans, allocator) outside the capture
+            call(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread-local: the prompt thread may launch text-encoder work meanwhile
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = call(*static)
+    return graph.replay, out
+
+
+class CudaGraphUnet:
+    """The UNet replayed from a CUDA graph captured once per input shape: static buffers in, a
+    static buffer out. Every replay overwrites that buffer, so each call returns a copy: a batch
+    split into chunks replays one shape several times before its rows are joined."""
+
+    def __init__(self, call: UnetCall, warmups: int = 2, capture: Capture = capture_cuda_graph):
         self._call = call
         self._warmups = warmups
-        self._graphs: dict[tuple[Any, ...], tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        self._capture = capture
+        self._graphs: dict[tuple[Any, ...], tuple[Callable[[], None], tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         key = (tuple(x.shape), tuple(emb.shape), x.dtype)
         entry = self._graphs.get(key)
         if entry is None:
             static = (x.clone(), t.clone(), emb.clone())
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(self._warmups):  # lazy init (cuDNN plans, allocator) outside the capture
-                    self._call(*static)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread-local: the prompt thread may launch text-encoder work meanwhile
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self._call(*static)
-            entry = (graph, static, out)
-            self._graphs[key] = entry
-        graph, (sx, st, se), out = entry
+            replay, out = self._capture(self._call, static, self._warmups)
+            entry = self._graphs[key] = (replay, static, out)
+        replay, (sx, st, se), out = entry
         sx.copy_(x)
         st.copy_(t)
         se.copy_(emb)
-        graph.replay()
-        return out
+        replay()
+        return out.clone()
 
     @property
     def shapes(self) -> int:
@@ -118,12 +128,13 @@ class DenoisingBatcher:
         """Time of each part of the last `flush()` (device times only when `profile`)."""
         self.unet_calls = 0
         self.fallbacks: list[str] = []
+        """Why an opt-in speed-up is not running (each a sentence), for doctor and metrics."""
         self.out_of_memory = RateLimitedLog(log)
         """Flushes that ran out of device memory (their frames showed the fallback)."""
-        """Why an opt-in speed-up is not running (each a sentence), for doctor and metrics."""
         self._compile_requested = compile
         self._graphs_requested = cuda_graphs
-        self._unet: UnetCall = self._eager_unet
+        self._eager: UnetCall = self._eager_unet  # one bound method, so `is` can recognise it
+        self._unet: UnetCall = self._eager
         self._mode = "eager"
         if compile:
             self._try_compile()
@@ -155,13 +166,13 @@ class DenoisingBatcher:
     def _fall_back(self, reason: str) -> None:
         log.warning("diffusion: %s", reason)
         self.fallbacks.append(reason)
-        self._unet = self._eager_unet
+        self._unet = self._eager
         self._mode = "eager"
 
     def _call_unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         self.unet_calls += 1
-        if self._unet is self._eager_unet:
-            return self._eager_unet(x, t, emb)
+        if self._unet is self._eager:  # an eager failure is the UNet's own: no retry, no fallback
+            return self._eager(x, t, emb)
         try:
             return self._unet(x, t, emb)
         except Exception as exc:  # a compile or capture failure shows on first use of a shape
