@@ -458,3 +458,7 @@ def test_pull_fetches_configs_and_half_precision_weights_only() -> None:
              "unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.safetensors",
              "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "sd_turbo.safetensors"]
     assert _weight_patterns(files) == ["unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.safetensors"]
+    # TAESD is one model with its config and weights at the root of its repository
+    taesd = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+             "taesd_decoder.pth", "taesd_encoder.pth", "README.md"]
+    assert _weight_patterns(taesd) == ["diffusion_pytorch_model.safetensors"]

@@ -20,11 +20,19 @@ WANTED = (*[f"{name}/*.json" for name in COMPONENTS], "tokenizer/*.txt", "model_
 def _weight_patterns(files: list[str]) -> list[str]:
     """The weights to fetch: per part the diffusion stage loads, the fp16 safetensors when
     present, else the plain ones. Single-file checkpoints at the top and the full VAE (TAESD
-    replaces it) stay behind: they are gigabytes the node never reads."""
+    replaces it) stay behind: they are gigabytes the node never reads. A repository that is one
+    model on its own (TAESD keeps its config and weights at the root) gets its root weights."""
+
+    def preferred(candidates: list[str]) -> list[str]:
+        return [f for f in candidates if ".fp16." in f] or candidates
+
     patterns = []
     for part in COMPONENTS:
-        here = [f for f in files if f.startswith(part + "/") and f.count("/") == 1 and f.endswith(".safetensors")]
-        patterns += [f for f in here if ".fp16." in f] or here
+        patterns += preferred(
+            [f for f in files if f.startswith(part + "/") and f.count("/") == 1 and f.endswith(".safetensors")]
+        )
+    if "model_index.json" not in files and "config.json" in files:  # one model, not a pipeline
+        patterns += preferred([f for f in files if "/" not in f and f.endswith(".safetensors")])
     return patterns
 
 
