@@ -19,7 +19,7 @@ from livegen.diffusion import tiny
 from livegen.diffusion.batcher import DenoisingBatcher
 from livegen.diffusion.generator import DiffusionGenerator
 from livegen.diffusion.models import MissingModel, ModelSpec, load, locate
-from livegen.diffusion.schedule import stream_timesteps
+from livegen.diffusion.schedule import guidance_embedding, stream_timesteps
 from livegen.effects.base import EffectContext, Frame
 from livegen.effects.generation import GenerationParams
 from livegen.effects.stylize import StylizeEffect
@@ -289,8 +289,30 @@ def test_an_lcm_model_runs_the_same_stream_code() -> None:
     assert lcm.models.kind == "lcm" and lcm.schedule.consistency
     stream = lcm.open_denoiser(params(steps=4, strength=1.0), "a portrait")
     settled(stream)
+    calls = []
+    forward = lcm.models.unet.forward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("timestep_cond"))
+        return forward(*args, **kwargs)
+
+    lcm.models.unet.forward = spy
     outs = [stream.process(picture) for picture in pictures(2)]
     assert all(torch.isfinite(out).all() and out.shape == (3, SIZE, SIZE) for out in outs)
+    # an LCM-distilled UNet gets its guidance embedding on every call, one row per batch row
+    assert calls and all(c is not None and c.shape[1] == 32 for c in calls)
+    x = torch.zeros(2, 4, 8, 8)
+    emb = torch.zeros(2, 77, 32)
+    with torch.inference_mode():
+        guided = lcm._eager_unet(x, torch.full((2,), 500), emb)
+        bare = forward(x, torch.full((2,), 500), encoder_hidden_states=emb, return_dict=False)[0]
+    assert not torch.allclose(guided, bare)  # the condition reaches the network
+    # the embedding is the one the LCM pipeline of diffusers gives the same UNet
+    from diffusers import LatentConsistencyModelPipeline
+
+    for dim in (32, 33, 256):
+        reference = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, torch.tensor([7.5]), dim)
+        assert torch.allclose(guidance_embedding(8.5, dim), reference, atol=1e-6)
     stream.close()
     lcm.close()
 

@@ -33,7 +33,13 @@ from livegen.diffusion.denoiser import (
 )
 from livegen.diffusion.models import DiffusionModels
 from livegen.diffusion.prompts import PromptBank
-from livegen.diffusion.schedule import NoiseSchedule, StepCoefficients, stream_timesteps
+from livegen.diffusion.schedule import (
+    LCM_GUIDANCE_SCALE,
+    NoiseSchedule,
+    StepCoefficients,
+    guidance_embedding,
+    stream_timesteps,
+)
 from livegen.effects.generation import GenerationParams
 from livegen.flow.ratelog import RateLimitedLog
 
@@ -133,6 +139,9 @@ class DenoisingBatcher:
         """Flushes that ran out of device memory (their frames showed the fallback)."""
         self._compile_requested = compile
         self._graphs_requested = cuda_graphs
+        dim = getattr(models.unet.config, "time_cond_proj_dim", None)
+        self._guidance = None if not dim else guidance_embedding(LCM_GUIDANCE_SCALE, dim).to(device, self.dtype)
+        """An LCM-distilled UNet's guidance condition (`timestep_cond`), made once."""
         self._eager: UnetCall = self._eager_unet  # one bound method, so `is` can recognise it
         self._unet: UnetCall = self._eager
         self._mode = "eager"
@@ -154,7 +163,8 @@ class DenoisingBatcher:
         return f"{self.device.type} {dtype}{layout} {self._mode}"
 
     def _eager_unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.models.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+        cond = None if self._guidance is None else self._guidance.expand(x.shape[0], -1)
+        return self.models.unet(x, t, encoder_hidden_states=emb, timestep_cond=cond, return_dict=False)[0]
 
     def _try_compile(self) -> None:
         try:

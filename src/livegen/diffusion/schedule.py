@@ -31,6 +31,25 @@ def stream_timesteps(strength: float, steps: int, train_steps: int = 1000) -> li
     return timesteps
 
 
+LCM_GUIDANCE_SCALE = 8.5
+"""Classifier-free guidance an LCM-distilled UNet was trained to take as a condition (its
+`time_cond_proj_dim`): the scale its own pipeline uses by default."""
+
+
+def guidance_embedding(scale: float, dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(1, dim) sinusoidal embedding of the guidance weight w = scale − 1 (times 1000, like a
+    timestep), which LCM-distilled UNets take as `timestep_cond`."""
+    # in float32 throughout, as the models were trained: the angles are large, so float64 differs
+    half = dim // 2
+    step = torch.log(torch.tensor(10000.0)) / max(half - 1, 1)
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * -step)
+    angles = torch.tensor((scale - 1.0) * 1000.0, dtype=torch.float32) * frequencies
+    embedding = torch.cat([torch.sin(angles), torch.cos(angles)])
+    if dim % 2:
+        embedding = torch.cat([embedding, torch.zeros(1)])
+    return embedding.to(dtype)[None]
+
+
 @dataclass(frozen=True)
 class NoiseSchedule:
     """The training noise schedule of a model, from its scheduler config."""

@@ -61,7 +61,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
     # SD 1.5 (+ LCM): CLIP ViT-L/14 text tower, convolutional projections
     "sd15-lcm": {
-        "unet": {**_SD_BLOCKS, "cross_attention_dim": 768, "attention_head_dim": 8, "use_linear_projection": False},
+        "unet": {**_SD_BLOCKS, "cross_attention_dim": 768, "attention_head_dim": 8, "use_linear_projection": False,
+                 "time_cond_proj_dim": 256},  # LCM-distilled: guidance comes in as a condition
         "text": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
                  "num_hidden_layers": 12, "projection_dim": 768, "hidden_act": "quick_gelu"},
         "scheduler": LCM_SCHEDULER,
@@ -88,7 +89,11 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
     "tiny-lcm": {},  # filled below: the tiny networks with the LCM step rule
 }
-ARCHITECTURES["tiny-lcm"] = {**ARCHITECTURES["tiny"], "scheduler": LCM_SCHEDULER}
+ARCHITECTURES["tiny-lcm"] = {
+    **ARCHITECTURES["tiny"],
+    "unet": {**ARCHITECTURES["tiny"]["unet"], "time_cond_proj_dim": 32},
+    "scheduler": LCM_SCHEDULER,
+}
 TEXT_MAX_LENGTH = 77
 
 

@@ -12,7 +12,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from livegen.diffusion.models import COMPONENTS, MissingModel, ModelSpec, hub_cache, locate
+from livegen.diffusion.models import (
+    COMPONENTS,
+    MissingModel,
+    ModelSpec,
+    hub_cache,
+    locate,
+)
 
 WANTED = (*[f"{name}/*.json" for name in COMPONENTS], "tokenizer/*.txt", "model_index.json", "*.json")
 
