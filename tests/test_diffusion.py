@@ -484,3 +484,21 @@ def test_pull_fetches_configs_and_half_precision_weights_only() -> None:
     taesd = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
              "taesd_decoder.pth", "taesd_encoder.pth", "README.md"]
     assert _weight_patterns(taesd) == ["diffusion_pytorch_model.safetensors"]
+
+
+def test_doctor_probe_says_which_unet_path_runs(model_dir: Path) -> None:
+    """`livegen doctor --probe` builds the stage as the node would and runs frames through it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LIVEGEN_ENGINE__DEVICE": "cpu", "LIVEGEN_DIFFUSION__MODEL": str(model_dir),
+           "LIVEGEN_DIFFUSION__TAESD": "", "LIVEGEN_DIFFUSION__ALLOW_CPU": "true",
+           "LIVEGEN_DIFFUSION__CUDA_GRAPHS": "true"}
+    out = subprocess.run([sys.executable, "-m", "livegen", "doctor", "--probe"], capture_output=True, text=True,
+                         timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    probe = [line for line in out.stdout.splitlines() if line.startswith("probe")]
+    assert "UNet path: cpu fp32 eager" in probe[0], probe
+    assert "CUDA graphs need a CUDA device" in probe[1]  # asked for, and said why it does not run
+    assert "5 frames at 64x64" in probe[2]

@@ -60,7 +60,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from livegen.doctor import report
 
-    print(report(_settings(args)))
+    print(report(_settings(args), probe=args.probe))
     return 0
 
 
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="report devices, codecs and settings")
     doctor.add_argument("--config", type=Path)
+    doctor.add_argument(
+        "--probe", action="store_true",
+        help="build the diffusion stage and run frames through it: which UNet path runs, what fell back",
+    )
     doctor.set_defaults(func=cmd_doctor)
 
     from livegen.diffusion.tools import add_models_arguments, cmd_models

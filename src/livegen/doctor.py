@@ -7,7 +7,8 @@ import platform
 from livegen.config import Settings
 
 
-def report(settings: Settings) -> str:
+def report(settings: Settings, probe: bool = False) -> str:
+    """What the machine offers; with `probe`, the diffusion stage is built and runs frames."""
     import aiortc
     import av
     import torch
@@ -32,6 +33,10 @@ def report(settings: Settings) -> str:
     from livegen.diffusion.tools import doctor_lines
 
     lines += doctor_lines(settings.diffusion)
+    if probe:
+        from livegen.diffusion.tools import probe_lines
+
+        lines += probe_lines(settings.diffusion, select_device(settings.engine.device))
     lines.append(f"web pages   {settings.web_dir()}")
     lines.append(f"presets     {settings.presets_dir()}")
     return "\n".join(lines)

@@ -140,3 +140,57 @@ def doctor_lines(settings: Any, generator: Any | None = None) -> list[str]:
         lines.append(f"diffusion   path {state['path'] or '–'}; reason off: {state['reason'] or 'none'}"
                      + (f"; fallbacks: {'; '.join(state['fallbacks'])}" if state["fallbacks"] else ""))
     return lines
+
+
+def probe_lines(settings: Any, device: Any, timeout_s: float = 120.0) -> list[str]:
+    """`livegen doctor --probe`: build the diffusion stage as the node would (load, speed-ups,
+    warm-up), run frames through a `background` scene, and say which UNet path really runs
+    (eager, compiled, CUDA graphs), what fell back and why, and how long a frame took."""
+    import time
+
+    import numpy as np
+
+    from livegen.diffusion.generator import DiffusionGenerator
+    from livegen.effects.base import Frame
+
+    started = time.perf_counter()
+    generator = DiffusionGenerator(settings, device)
+    generator.load()
+    loaded_s = time.perf_counter() - started
+    reason = generator.unavailable()
+    if reason is not None:
+        generator.close()
+        return [f"probe       diffusion off: {reason}"]
+    size = 512 if device.type == "cuda" else 64
+    scene = generator.scene("a probe of the diffusion stage", {"size": size, "steps": 1, "similarity": 1.0})
+    picture = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    times: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    index = 0
+    try:
+        while len(times) < 5 and time.monotonic() < deadline:
+            frame = Frame(index, rgb=picture, device=device)
+            t0 = time.perf_counter()
+            scene.prepare(frame)
+            out = scene.background(frame)
+            if out is not None:  # None while the prompt's embeddings are still being encoded
+                if device.type == "cuda":
+                    import torch
+
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) * 1000.0)
+            else:
+                time.sleep(0.02)
+            index += 1
+    finally:
+        scene.close()
+        state = generator.describe()
+        generator.close()
+    lines = [f"probe       loaded and warmed up in {loaded_s:.1f} s; UNet path: {state['path']}"]
+    lines.append("probe       fallbacks: " + ("; ".join(state["fallbacks"]) or "none"))
+    if times:
+        lines.append(f"probe       {len(times)} frames at {size}x{size}, 1 step: first {times[0]:.1f} ms, "
+                     f"then {min(times[1:] or times):.1f}-{max(times[1:] or times):.1f} ms")
+    else:
+        lines.append(f"probe       FAILED: no frame came out within {timeout_s:.0f} s")
+    return lines
