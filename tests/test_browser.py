@@ -7,6 +7,7 @@ Chromium missing: skipped, except in CI (CI=true), where it is installed and mus
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livegen.effects.base import Frame
+from livegen.effects.overlays import OverlaysEffect
 from livegen.testing.browser import Browser, BrowserError, JavaScriptError, Page, find_chromium
 from livegen.testing.stamp import read_stamp, write_stamp
 from tests.conftest import open_sessions, wait_until
@@ -119,6 +122,35 @@ async def test_webcam_page_publishes_and_shows_the_processed_stream(live_node, b
         assert await page.evaluate("document.getElementById('local').srcObject") is None
 
 
+# Mean RGB of a rectangle [x, y, w, h] of a <video>'s current frame.
+REGION_RGB = """
+((id, [x, y, w, h]) => {
+  const video = document.getElementById(id);
+  const ctx = new OffscreenCanvas(video.videoWidth, video.videoHeight).getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(video, 0, 0);
+  const data = ctx.getImageData(x, y, w, h).data;
+  const sum = [0, 0, 0];
+  for (let i = 0; i < data.length; i += 4) { sum[0] += data[i]; sum[1] += data[i + 1]; sum[2] += data[i + 2]; }
+  return sum.map((v) => v / (data.length / 4));
+})
+"""
+MAGENTA = (255, 0, 255)
+
+
+def expected_lower_third(layer: dict, width: int, height: int, background) -> tuple[list[float], list[int]]:
+    """What the node's overlay code draws for `layer` on a plain `background` picture: the mean
+    RGB inside its band and the band as [x, y, w, h], inset by 6 px against codec blur."""
+    picture = np.full((height, width, 3), background, np.uint8)
+    frame = Frame(0, rgb=picture.copy())
+    effect = OverlaysEffect.create({"layers": [layer]})
+    effect.prepare(frame)
+    effect.apply(frame)
+    ys, xs = np.nonzero(np.any(frame.rgb != picture, axis=2))
+    x0, y0, x1, y1 = xs.min() + 6, ys.min() + 6, xs.max() + 1 - 6, ys.max() + 1 - 6
+    mean = frame.rgb[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+    return [float(v) for v in mean], [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
+
+
 MEAN_RGB = frame_js("""
   const sum = [0, 0, 0];
   let n = 0;
@@ -163,6 +195,27 @@ async def test_webcam_page_changes_background_and_overlays_live(live_node, brows
         await wait_until(lambda: lower_third() and lower_third()[0]["title"] == "Ada Lovelace", timeout=10)
         await page.wait_for(f"{STATE}.effects && {STATE}.effects.some((e) => e.name === 'overlays')", timeout=10)
         assert await page.evaluate(f"{STATE}.lastError") is None
+
+        # The received picture has the band where the node's own overlay code draws it, in its
+        # colours (H.264 moves them a little: region means within 30 of what the code draws,
+        # against a distance of 200 from the magenta it covers); above the band, still magenta.
+        width, height = await page.evaluate(f"[{STATE}.width, {STATE}.height]")
+        expected, band = expected_lower_third(lower_third()[0], width, height, MAGENTA)
+        above = [band[0], band[1] - band[3] - 24, band[2], band[3]]
+
+        def off(rgb: list[float]) -> float:
+            return max(abs(a - b) for a, b in zip(rgb, expected, strict=True))
+
+        received = None
+        for _ in range(100):  # up to 10 s for the change to reach the picture
+            received = await page.evaluate(f"{REGION_RGB}('processed', {band})")
+            if off(received) < 30:
+                break
+            await asyncio.sleep(0.1)
+        assert off(received) < 30, f"no lower third in the received picture: {received} where the node draws {expected}"
+        outside = await page.evaluate(f"{REGION_RGB}('processed', {above})")
+        assert outside[0] > 200 and outside[2] > 200 and outside[1] < 60, f"not magenta above the band: {outside}"
+        assert off(outside) > 100
 
 
 async def test_viewer_page_waits_for_the_publisher_then_plays(live_node, browser, tmp_path):

@@ -2,7 +2,8 @@
  * The webcam page: publish the camera over WHIP, play the processed stream back over WHEP next to
  * the local preview, switch the effect preset live, change the background and overlays live (see
  * look.js), and show fps, node stats and the measured camera→node→page delay (read from the stamp
- * drawn into every published frame).
+ * drawn into every published frame). When the node ends a session or its connection fails or stays
+ * lost, the page publishes or watches again by itself, with backoff (see `reconnect`).
  *
  * Query parameters: `stream` (name, default "cam"), `preset`, `autostart=1`; `#token=…` (bearer
  * token when the node requires one; see pageToken). State for tests and scripts lives on
@@ -13,10 +14,21 @@ import { openCamera, StampedCamera } from "./camera.js";
 import { FrameMeter, median } from "./meter.js";
 import { LookPanel } from "./look.js";
 import { elapsedMs, StampReader } from "./stamp.js";
-import { pageToken, publish, requestJson, sessionEnded, watchWhenPublished } from "./whip.js";
+import {
+  pageToken,
+  publish,
+  requestJson,
+  retryable,
+  retryDelayMs,
+  sessionEnded,
+  sleep,
+  watch,
+} from "./whip.js";
 
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const DELAY_WINDOW_MS = 1000;
+const STABLE_MS = 10000; // a connection that held this long starts the backoff over
+const REQUEST_TIMEOUT_MS = 15000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -46,7 +58,7 @@ const token = pageToken("livegen-webcam-token");
 
 /** What tests and scripts can read. */
 const state = {
-  state: "idle", // idle | starting | publishing | stopping | error
+  state: "idle", // idle | starting | publishing | reconnecting | stopping | error
   lastError: null,
   stream: null,
   preset: null,
@@ -58,6 +70,7 @@ const state = {
   processedFps: null,
   framesDecoded: 0,
   node: null,
+  reconnects: 0, // how often the page came back by itself after a drop
 };
 window.livegen = state;
 
@@ -93,7 +106,7 @@ function setState(next, message) {
   document.body.dataset.state = next;
   ui.status.textContent = message;
   ui.status.classList.toggle("error", next === "error");
-  const busy = next === "starting" || next === "publishing" || next === "stopping";
+  const busy = ["starting", "publishing", "reconnecting", "stopping"].includes(next);
   ui.start.disabled = busy;
   ui.stop.disabled = !busy || next === "stopping";
   ui.stream.disabled = busy;
@@ -166,15 +179,23 @@ async function start() {
     showError("a stream name is 1 to 64 letters, digits, '-' or '_'");
     return;
   }
-  const run = (live = { stream, abort: new AbortController(), delays: [], reader: new StampReader() });
-  Object.assign(state, { stream, lastError: null, delayMs: null, processedFps: null, framesDecoded: 0, node: null });
+  const run = (live = { stream, abort: new AbortController(), delays: [], reader: new StampReader(), attempt: 0 });
+  Object.assign(state, {
+    stream,
+    lastError: null,
+    effects: null,
+    delayMs: null,
+    processedFps: null,
+    framesDecoded: 0,
+    node: null,
+    reconnects: 0,
+  });
   try {
     setState("starting", "opening the camera…");
     run.camera = await openCamera();
     checkAborted(run);
     const [cameraTrack] = run.camera.getVideoTracks();
-    const audioTracks = run.camera.getAudioTracks();
-    state.audio = audioTracks.length > 0;
+    state.audio = run.camera.getAudioTracks().length > 0;
     ui.local.srcObject = run.camera;
     await playWhenReady(ui.local);
     checkAborted(run);
@@ -183,36 +204,21 @@ async function start() {
     state.width = run.compositor.width;
     state.height = run.compositor.height;
     run.compositor.stamping = ui.measure.checked;
-    setState("starting", `publishing ${stream}…`);
-    run.publisher = await publish({
-      stream,
-      tracks: [run.compositor.track(), ...audioTracks],
-      preset: ui.preset.value,
-      token,
-      signal: run.abort.signal,
-    });
-    checkAborted(run);
-    state.preset = ui.preset.value;
-    look.attach(stream); // look changes made before Start go out now
-    run.sender = run.publisher.pc.getSenders().find((s) => s.track?.kind === "video");
-
-    setState("starting", "connecting to the processed stream…");
-    run.viewer = await watchWhenPublished({ stream, token, audio: false, signal: run.abort.signal });
-    checkAborted(run);
-    ui.processed.srcObject = run.viewer.stream;
-    ui.processed.play().catch(() => {}); // muted: autoplay is allowed
+    run.connecting = true; // a session lost while starting is taken up below
+    await connect(run, (message) => setState("starting", message));
+    run.connecting = false;
     run.meter = new FrameMeter(ui.processed, () => readStamp(run));
     run.statsTimer = setInterval(() => updateStats(run), 1000);
     run.onVisibility = () => syncTrack(run);
     document.addEventListener("visibilitychange", run.onVisibility);
-    watchSessions(run);
     const watchUrl = new URL(`/watch/${encodeURIComponent(stream)}`, location.href);
     ui.watchLink.href = watchUrl.href;
     ui.watchLink.textContent = watchUrl.pathname;
     ui.watchLink.hidden = false;
-    setState("publishing", `publishing ${stream}${state.audio ? " (video and audio)" : " (video only)"}`);
+    setState("publishing", publishingText(run));
+    if (!run.publisher || !run.viewer) reconnect(run);
   } catch (err) {
-    if (err.name === "AbortError" || run !== live) {
+    if (run.abort.signal.aborted || run !== live) {
       await release(run);
       return;
     }
@@ -220,6 +226,46 @@ async function start() {
     await release(run);
     showError(errorText(err));
   }
+}
+
+function publishingText(run) {
+  return `publishing ${run.stream}${state.audio ? " (video and audio)" : " (video only)"}`;
+}
+
+/**
+ * Publish the camera and play the processed stream back, whichever of the two `run` lacks (at
+ * the start, or after a drop). The camera stays open throughout: no new permission prompt.
+ */
+async function connect(run, say) {
+  const { stream } = run;
+  // A request into a dead network can hang for minutes: give each one a time limit.
+  const signal = () => AbortSignal.any([run.abort.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]);
+  if (!run.publisher) {
+    say(`publishing ${stream}…`);
+    run.publisher = await publish({
+      stream,
+      tracks: [run.compositor.track(), ...run.camera.getAudioTracks()],
+      preset: ui.preset.value,
+      token,
+      signal: signal(),
+    });
+    checkAborted(run);
+    run.lostPublisher = null; // the node replaced it with this one
+    state.preset = ui.preset.value;
+    run.sender = run.publisher.pc.getSenders().find((s) => s.track?.kind === "video");
+    watchSession(run, "publisher");
+    look.attach(stream); // look changes made before Start (or while reconnecting) go out now
+    if (state.effects) look.apply(); // a stream the node made anew starts from the preset
+  }
+  if (!run.viewer) {
+    say("connecting to the processed stream…");
+    run.viewer = await watch({ stream, token, audio: false, signal: signal() });
+    checkAborted(run);
+    watchSession(run, "viewer");
+    ui.processed.srcObject = run.viewer.stream;
+    ui.processed.play().catch(() => {}); // muted: autoplay is allowed
+  }
+  run.connectedAt = performance.now();
 }
 
 async function stop() {
@@ -239,7 +285,7 @@ async function release(run) {
   run.meter?.stop();
   run.compositor?.stop();
   if (run.onVisibility) document.removeEventListener("visibilitychange", run.onVisibility);
-  await Promise.allSettled([run.viewer?.close(), run.publisher?.close()]);
+  await Promise.allSettled([run.viewer?.close(), run.publisher?.close(), run.lostPublisher?.close()]);
   for (const track of run.camera?.getTracks() ?? []) track.stop();
   for (const video of [ui.local, ui.processed]) video.srcObject = null;
   ui.watchLink.hidden = true;
@@ -258,18 +304,78 @@ function playWhenReady(video) {
   });
 }
 
-/** Fail the run when the node ends either session or the connection is lost. */
-function watchSessions(run) {
-  for (const [session, what] of [
-    [run.publisher, "publishing"],
-    [run.viewer, "the processed stream"],
-  ]) {
-    sessionEnded(session).then(async (reason) => {
-      if (live !== run || reason === "closed") return;
-      live = null;
-      await release(run);
-      showError(`${what} stopped: ${reason}`);
-    });
+// ---- reconnecting -------------------------------------------------------------------------
+/** When the node ends `run[role]` or its connection fails or stays lost, drop it and reconnect. */
+function watchSession(run, role) {
+  const session = run[role];
+  sessionEnded(session).then((reason) => {
+    if (live !== run || run[role] !== session || reason === "closed") return;
+    run[role] = null;
+    if (role === "publisher") {
+      // Keep the node's resource: a new publish replaces a silent publisher and keeps its stream
+      // (viewers, outputs, recordings), where a DELETE would end the stream. Stop DELETEs it.
+      session.pc.close();
+      run.lostPublisher = session;
+      run.sender = null;
+      look.attach(null); // look changes wait for the new publisher
+    } else {
+      session.close();
+      ui.processed.srcObject = null;
+      state.framesDecoded = 0;
+    }
+    run.lostBecause = reason;
+    reconnect(run);
+  });
+}
+
+/**
+ * Bring back what was lost, retrying with exponential backoff and full jitter (reset once a
+ * connection has held for STABLE_MS), and say so on the page. Stop gives up at once; an answer
+ * that would be the same next time (a bad token or stream name, a stream taken by another
+ * publisher) gives up with the node's reason.
+ */
+async function reconnect(run) {
+  if (run.connecting) return; // the running start or loop sees what was lost too
+  run.connecting = true;
+  if (performance.now() - run.connectedAt >= STABLE_MS) run.attempt = 0;
+  let reason = run.lostBecause;
+  let retryAfterMs = null; // the node's Retry-After, when it gave one
+  try {
+    while (!run.publisher || !run.viewer) {
+      const attempt = ++run.attempt;
+      await countDown(run, retryAfterMs ?? retryDelayMs(attempt - 1), attempt, reason);
+      try {
+        await connect(run, () => setState("reconnecting", `Connection lost — reconnecting (attempt ${attempt})…`));
+      } catch (err) {
+        if (run.abort.signal.aborted || !retryable(err)) throw err;
+        reason = errorText(err);
+        retryAfterMs = err.retryAfterS ? err.retryAfterS * 1000 : null;
+      }
+    }
+    state.reconnects += 1;
+    setState("publishing", `Reconnected — ${publishingText(run)}`);
+  } catch (err) {
+    if (run.abort.signal.aborted || live !== run) {
+      await release(run); // stopped meanwhile: end what the last attempt may have opened
+      return;
+    }
+    live = null;
+    await release(run);
+    showError(`cannot reconnect: ${errorText(err)}`);
+  } finally {
+    run.connecting = false;
+  }
+}
+
+/** Wait `ms` (Stop ends the wait), showing the seconds left. */
+async function countDown(run, ms, attempt, reason) {
+  const until = performance.now() + ms;
+  for (;;) {
+    const left = until - performance.now();
+    if (left <= 0) return;
+    const seconds = Math.ceil(left / 1000);
+    setState("reconnecting", `Connection lost — reconnecting in ${seconds} s (attempt ${attempt})… (${reason})`);
+    await sleep(Math.min(left, 1000), run.abort.signal);
   }
 }
 
@@ -296,7 +402,7 @@ async function updateStats(run) {
   run.delays = run.delays.filter((d) => d.at > now - DELAY_WINDOW_MS);
   state.delayMs = run.delays.length ? Math.round(median(run.delays.map((d) => d.delay))) : null;
   state.processedFps = run.meter.fps;
-  const inbound = await run.viewer.videoStats().catch(() => null);
+  const inbound = await run.viewer?.videoStats().catch(() => null);
   if (inbound) state.framesDecoded = inbound.framesDecoded ?? state.framesDecoded;
 
   const { stats } = ui;
@@ -311,7 +417,7 @@ async function updateStats(run) {
   try {
     info = await requestJson(`/api/streams/${encodeURIComponent(run.stream)}`, { token });
   } catch {
-    return; // the next tick tries again; a lost stream is reported by watchSessions
+    return; // the next tick tries again; a lost stream is noticed by watchSession
   }
   if (live !== run) return;
   state.node = info;

@@ -5,6 +5,7 @@
  * node's answer carries all of its candidates. A session is ended with `close()`, which DELETEs
  * its resource and closes the peer. Failed requests throw `SignallingError` carrying the HTTP
  * status, the problem document's `detail` and, where the node sent one, `Retry-After` seconds.
+ * `retryable` and `retryDelayMs` are the policy of a page that comes back by itself after a drop.
  */
 
 const GATHER_CAP_MS = 2000;
@@ -95,6 +96,25 @@ export function sleep(ms, signal) {
       { once: true },
     );
   });
+}
+
+/**
+ * How long to wait before retry number `attempt` (0 first): exponential backoff with full jitter,
+ * a random time in [0, min(capMs, baseMs·2^attempt)], so that many pages cut off at once do not
+ * all come back at the same moment.
+ */
+export function retryDelayMs(attempt, { baseMs = 1000, capMs = 30000, random = Math.random } = {}) {
+  return random() * Math.min(capMs, baseMs * 2 ** attempt);
+}
+
+/**
+ * Whether a failed publish or watch is worth trying again: the node could not be reached or did
+ * not answer in time, is busy or failing, asked to retry later (Retry-After), or the peer itself
+ * failed. Any other answer (401, 403, 404, a 409 stream taken, 422 …) would be the same next time.
+ */
+export function retryable(err) {
+  if (!(err instanceof SignallingError)) return true;
+  return err.status === 0 || err.status === 408 || err.status === 429 || err.status >= 500 || err.retryAfterS !== null;
 }
 
 function deleteResource(location, token) {
