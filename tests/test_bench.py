@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from livegen.bench import run_scenario
+from livegen.bench import e2e_report, pipeline_report, run_scenario
 from livegen.bench.node import NodeProcess
 from livegen.bench.report import refresh_readme
 from livegen.cli import build_parser
@@ -58,6 +58,10 @@ def test_e2e_measures_both_paths_and_stops_the_node(tmp_path, node_pids, capsys)
         assert numbers["frames_sent"] > 0 and numbers["frames_received"] > 0, path
         assert all(math.isfinite(numbers["latency_ms"][k]) for k in ("p50", "p95", "p99", "mean")), path
     assert result["node"]["node_stats"]["window"]["frames_out"] > 0  # the node processed them
+    # like for like: the baseline sent the node's viewer codec with the node's encoder settings
+    assert result["baseline"]["codec"] == result["node"]["egress_codec"] == "H264"
+    assert result["like_for_like"] == {"codec": True, "encoder": True}
+    assert result["baseline"]["encoder"]["preset"] == result["node"]["encoder"]["preset"] == "ultrafast"
     assert math.isfinite(result["added_latency_ms"]["p50"])
     assert str(tmp_path) not in json.dumps(result)  # committed files carry no machine paths
 
@@ -67,7 +71,9 @@ def test_e2e_measures_both_paths_and_stops_the_node(tmp_path, node_pids, capsys)
     again = (tmp_path / "README.md").read_text()
     assert again.count("livegen-bench:e2e:begin") == 1 and "again" in again and "Notes kept by hand." in again
 
-    assert "latency p50 ms" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "latency p50 ms" in out and "baseline: sends H264 with libx264 ultrafast/zerolatency" in out
+    assert "NOT like for like" not in out
     assert len(node_pids) == 1 and gone(node_pids[0]), "the node subprocess outlived the bench"
 
 
@@ -99,13 +105,20 @@ def test_fanout_counts_frames_at_every_viewer_in_both_modes(tmp_path, node_pids,
             assert step["cpu"]["node_process_pct"] is not None, mode
         assert numbers["steps"][-1]["node_stats"]["window"]["frames_out"] > 0, mode
         assert numbers["counting_viewers_send_reports"], mode  # the hook still reaches aiortc's RTCP state
-    assert result["modes"]["per_viewer"]["counting_viewers_send_remb"]  # per-viewer encoders follow REMB
+        ran = numbers["encoder"]
+        assert (ran["encoder"], ran["preset"], ran["tune"], ran["profile"]) == (
+            "libx264", "ultrafast", "zerolatency", "Baseline"), mode
+    # like for like: per_viewer ran an encoder per viewer with encode_once's settings
+    assert result["like_for_like"] is True
+    assert result["modes"]["per_viewer"]["viewer_encoders"] == 3
+    assert result["modes"]["encode_once"]["viewer_encoders"] == 0
     once = result["modes"]["encode_once"]["steps"][-1]["node_stats"]["window"]["output"]
     assert once["frames_encoded"] > 0  # encode_once encoded the stream itself
     assert set(result["cpu_ratio_once_to_per_viewer"]) == {"1", "3"}
     assert str(tmp_path) not in json.dumps(result)
     assert "](fanout-passthrough-640x360.json)" in (tmp_path / "README.md").read_text()
-    assert "per 10 extra viewers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "per 10 extra viewers" in out and "encoders: both libx264 ultrafast/zerolatency" in out
     assert len(node_pids) == 2 and all(gone(pid) for pid in node_pids), "a node subprocess outlived the bench"
 
 
@@ -166,6 +179,58 @@ def test_pipeline_times_every_stage_of_each_preset(tmp_path, capsys):
     assert "pipeline" in (tmp_path / "README.md").read_text()
     assert str(tmp_path) not in json.dumps(result)
     assert "edges" in capsys.readouterr().out  # the table went to the screen
+
+
+def test_pipeline_says_when_every_frame_showed_the_fallback(tmp_path, capsys):
+    config = tmp_path / "settings.yaml"
+    config.write_text("diffusion:\n  enabled: false\n")  # the same fallback on any machine
+    code = run_scenario(build_parser().parse_args([
+        "bench", "pipeline", "--width", "160", "--height", "96", "--fps", "10", "--seconds", "1",
+        "--warmup", "0.3", "--presets", "generated,grayscale", "--config", str(config), "--output", str(tmp_path),
+    ]))
+
+    assert code == 0
+    result = json.loads((tmp_path / "pipeline-presets-160x96.json").read_text())
+    generated, grayscale = result["presets"]["generated"], result["presets"]["grayscale"]
+    assert generated["frames_out"] > 0 and generated["frame_shares"]["fallback"] == 1.0
+    assert generated["fallback"] == {"shows": "blur", "cause": "diffusion disabled"}
+    assert not generated["clean"]
+    # grayscale asks nothing of the diffusion stage (on a busy machine it may still be degraded)
+    assert grayscale["fallback"] is None and "fallback" not in grayscale["frame_shares"]
+    assert result["diffusion"]["used_by"] == ["generated"] and not result["diffusion"]["available"]
+    said = "all frames blur fallback (diffusion disabled)"
+    assert said in capsys.readouterr().out
+    assert said in (tmp_path / "README.md").read_text()
+    rows = dict(pipeline_report.summary_rows(result))
+    assert rows["generated 160×96@10"].startswith(f"{generated['fps_out']:.1f} fps — {said}")
+    assert "fallback" not in rows["grayscale 160×96@10"]
+
+
+def test_reports_never_show_a_fallen_back_or_degraded_run_as_clean():
+    def preset(**fields):
+        return {"effects": ["segmentation", "background"], "fps_out": 30.0, "frames_out": 300, "dropped": {},
+                "processing_ms": {"p50": 11.0, "p95": 14.0, "p99": 15.0}, "stages_ms": {}, **fields}
+
+    result = {"options": {"width": 1280, "height": 720, "fps": 30}, "presets": {
+        # recorded before per-frame shares: read from the note counts
+        "generated": preset(degraded={"background_fallback": 300}),
+        "blur": preset(degraded={"mask_reused": 36}, frame_shares={"degraded": 0.12, "over_budget": 0.03}),
+        "clean": preset(degraded={}, frame_shares={}),
+    }}
+    rows = dict(pipeline_report.summary_rows(result))
+    assert rows["generated 1280×720@30"].startswith("30.0 fps — all frames fell back (background_fallback);")
+    assert rows["blur 1280×720@30"].startswith("30.0 fps — degraded 12 % (mask_reused), over budget 3 %;")
+    assert rows["clean 1280×720@30"].startswith("30.0 fps; processing")
+
+    node_stats = {"window": {"frames_out": 100, "over_budget": 0, "dropped": {"slot_replaced": 2},
+                             "degraded": {"background_fallback": 40}}}
+    e2e = {"options": {"preset": "generated", "width": 640, "height": 480, "fps": 30},
+           "added_latency_ms": {"p50": 7.0, "p95": 18.0},
+           "baseline": {"codec": "VP8"}, "node": {"codec": "VP8 in, H264 out", "delivered_fps": 29.9,
+                                                    "node_stats": node_stats}}
+    [(_, text)] = e2e_report.summary_rows(e2e)
+    assert "over a VP8 loopback" in text and "fell back 40 % (background_fallback)" in text
+    assert "dropped slot_replaced 2" in text and "not like for like (baseline VP8, node H264)" in text
 
 
 def test_pipeline_names_an_unknown_preset(tmp_path, capsys):

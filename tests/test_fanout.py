@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fractions
 
 import av
 import numpy as np
 import pytest
+from av.video.frame import PictureType
 
 from livegen.config import OutputSettings
-from livegen.media.encoder import VideoEncoder, target_bitrate
+from livegen.media.encoder import VideoEncoder, ViewerEncoder, target_bitrate
 from livegen.media.output import PacketSubscription
 from livegen.testing.clients import WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack
@@ -65,9 +67,27 @@ async def test_per_viewer_mode_still_serves_viewers(live_node, settings):
     got = await frames(viewer, 10)
     rgb = got[-1].to_ndarray(format="rgb24").astype(int)
     assert np.abs(rgb[60:200, :, 0] - rgb[60:200, :, 2]).mean() < 6
-    assert live_node.hub.streams["cam"].info()["output"]["frames_encoded"] == 0
+    out = live_node.hub.streams["cam"].info()["output"]
+    assert out["frames_encoded"] == 0  # nothing went through the shared encoder
+    # the viewer's own encoder runs encode_once's settings, not aiortc's libx264 defaults
+    assert out["viewer_encoders"] == 1
+    ran = out["encoder_settings"]["H264"]
+    assert (ran["encoder"], ran["preset"], ran["tune"]) == ("libx264", "ultrafast", "zerolatency")
+    assert ran["profile"] == "Baseline"
+    assert ran["bitrate_bps"] == target_bitrate(OutputSettings(), 320, 240)
     await viewer.close()
     await publisher.close()
+
+
+def test_a_viewer_encoder_leaves_the_shared_frame_alone():
+    frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 90, np.uint8), format="rgb24").reformat(format="yuv420p")
+    frame.pts, frame.time_base = 7, fractions.Fraction(1, 30)
+    encoder = ViewerEncoder("H264", OutputSettings())
+    packets = encoder.encode(frame, keyframe=True)
+    assert packets and packets[0].is_keyframe
+    # other viewers' encoders read the same frame at the same time
+    assert (frame.pts, frame.time_base, frame.pict_type) == (7, fractions.Fraction(1, 30), PictureType.NONE)
+    assert encoder.describe()["preset"] == "ultrafast"
 
 
 async def test_late_viewer_and_pli_get_keyframes_rate_limited(live_node):

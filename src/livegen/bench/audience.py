@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+from aiortc.rtp import RtpPacket
 
 from livegen.bench.driver import BenchFailed
 from livegen.bench.node import STREAM, NodeProcess
@@ -32,36 +32,29 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 20.0
 CONNECT_BATCH = 10
 """Viewers whose signalling and ICE/DTLS run at once; more only makes each handshake slower."""
-REMB_INTERVAL_MS = 500
 
 
 class RtpFrameCounter:
     """Counts one viewer's video frames as their last RTP packet (marker bit set) arrives.
 
     Installed on the receiver instance in place of aiortc's RTP handler, so no packet is
-    depacketized, reassembled or queued for the decoder thread. What the node's sender listens
-    to is kept: the statistics aiortc's receiver reports are built from (packets, loss, jitter)
-    and, with `remb`, REMB: per_viewer's aiortc encoders set their bitrate from it, while
-    encode_once's senders have no encoder to steer, so there it is left out (aiortc's estimator
-    was a third of a counting viewer's cost in a profile). The estimator asks for a REMB on
-    nearly every packet once it sees queueing, as on a busy 2-core machine; it is sent at most
-    every `REMB_INTERVAL_MS`, carrying the newest estimate, about a browser's pace. NACK and PLI
-    are not sent: a lost packet is counted, not repaired.
+    depacketized, reassembled or queued for the decoder thread. The statistics aiortc's receiver
+    reports are built from (packets, loss, jitter) are kept, so the node's sender hears receiver
+    reports as from a real viewer. No REMB is sent: in neither output mode does the node's
+    bitrate follow it (per_viewer encodes with encode_once's fixed settings), and aiortc's
+    estimator was a third of a counting viewer's cost in a profile. NACK and PLI are not sent
+    either: a lost packet is counted, not repaired.
     """
 
-    def __init__(self, receiver: RTCRtpReceiver, remb: bool):
+    def __init__(self, receiver: RTCRtpReceiver):
         self.receiver = receiver
         self.arrivals: list[int] = []
         self.packets = 0
         self.payload_bytes = 0
         # aiortc keeps these private; without them the counter still counts, the node just
-        # hears no receiver reports or REMB from this viewer
+        # hears no receiver reports from this viewer
         self._streams: dict[int, StreamStatistics] | None = aiortc_adapter.receiver_statistics(receiver)
-        self._estimator = aiortc_adapter.remote_bitrate_estimator(receiver) if remb else None
         self.reports = self._streams is not None
-        self.remb = self._estimator is not None
-        self.rembs_sent = 0
-        self._last_remb_ms = -REMB_INTERVAL_MS
         aiortc_adapter.replace_rtp_handler(receiver, self.handle)
 
     async def handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
@@ -76,19 +69,6 @@ class RtpFrameCounter:
             if stream is None:
                 stream = self._streams[packet.ssrc] = StreamStatistics(VIDEO_CLOCK)
             stream.add(packet)
-        if self._estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = self._estimator.add(
-                abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_time_ms,
-                payload_size=len(packet.payload) + packet.padding_size,
-                ssrc=packet.ssrc,
-            )
-            rtcp_ssrc = aiortc_adapter.rtcp_ssrc(self.receiver)
-            if remb is not None and rtcp_ssrc is not None and arrival_time_ms - self._last_remb_ms >= REMB_INTERVAL_MS:
-                self._last_remb_ms = arrival_time_ms
-                self.rembs_sent += 1
-                feedback = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
-                await aiortc_adapter.send_rtcp(self.receiver, feedback)
 
     def frames_between(self, start_ms: int, end_ms: int) -> int:
         return bisect_left(self.arrivals, end_ms) - bisect_left(self.arrivals, start_ms)
@@ -141,15 +121,13 @@ async def _connect_decoding(node: NodeProcess, http: aiohttp.ClientSession) -> t
         raise
 
 
-async def _connect_counting(
-    node: NodeProcess, http: aiohttp.ClientSession, remb: bool
-) -> tuple[WhepViewer, RtpFrameCounter]:
+async def _connect_counting(node: NodeProcess, http: aiohttp.ClientSession) -> tuple[WhepViewer, RtpFrameCounter]:
     viewer = WhepViewer(node.url, STREAM, http)
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await viewer.watch()
             # the receiver exists now, and no RTP arrives before ICE and DTLS are done
-            counter = RtpFrameCounter(video_receiver(viewer), remb)
+            counter = RtpFrameCounter(video_receiver(viewer))
             await viewer.wait_connected(CONNECT_TIMEOUT_S)
             return viewer, counter
     except BaseException:
@@ -157,7 +135,7 @@ async def _connect_counting(
         raise
 
 
-async def grow(audience: Audience, target: int, node: NodeProcess, http: aiohttp.ClientSession, remb: bool) -> None:
+async def grow(audience: Audience, target: int, node: NodeProcess, http: aiohttp.ClientSession) -> None:
     """Add viewers until `target` watch, `CONNECT_BATCH` at a time; failures are noted, not fatal
     (a node at capacity refuses some), except for the decoding viewer."""
     if audience.decoding is None:
@@ -172,7 +150,7 @@ async def grow(audience: Audience, target: int, node: NodeProcess, http: aiohttp
     while audience.size < target:
         batch = min(CONNECT_BATCH, target - audience.size)
         results = await asyncio.gather(
-            *(_connect_counting(node, http, remb) for _ in range(batch)), return_exceptions=True
+            *(_connect_counting(node, http) for _ in range(batch)), return_exceptions=True
         )
         for result in results:
             if isinstance(result, tuple):

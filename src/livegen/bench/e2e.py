@@ -5,7 +5,13 @@ Both paths send the same `SyntheticVideoTrack` with the delay stamp and read the
 the receiver (see `probe`). The *baseline* path is two aiortc peers in this process that exchange
 descriptions directly; the *node* path publishes over WHIP to `livegen serve` started as a
 subprocess (see `node`) and watches over WHEP. Each path runs a warm-up, then a measured window;
-the node path also records the node's own stream stats and CPU time over that window.
+the node path also records the node's own stream stats and CPU time over that window, including
+the frames it dropped, degraded or showed a fallback for.
+
+Like for like: the baseline sends what the node sends its viewers — the codec the node prefers
+(H.264), encoded with the node's encoder and output settings, not aiortc's defaults (VP8, or
+libx264 at its `medium` preset) — so *added* is what the node adds, not a different encoder. The
+result records both paths' codec and encoder settings, and whether they matched.
 """
 
 from __future__ import annotations
@@ -23,17 +29,23 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from livegen.bench import e2e_report
 from livegen.bench.cpu import CpuWindow
 from livegen.bench.driver import BenchFailed, Scenario, bounded
+from livegen.bench.encoding import same_encoder
 from livegen.bench.node import LOOPBACK, NODE_START_TIMEOUT_S, STREAM, NodeProcess, counters_window, started_node
 from livegen.bench.options import E2eOptions
 from livegen.bench.peers import CLOSE_TIMEOUT_S, close_client, close_quietly, video_codec
 from livegen.bench.probe import LatencyProbe, latencies, percentiles, summarize
 from livegen.bench.report import result_head
-from livegen.rtc.aiortc_adapter import use_host_addresses
+from livegen.config import OutputSettings
+from livegen.media.encoder import VideoEncoder
+from livegen.rtc.aiortc_adapter import encode_with, use_host_addresses
+from livegen.rtc.sdp import codec_preferences
 from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack, now_ms
 
 CONNECT_TIMEOUT_S = 15.0
 FIRST_FRAME_TIMEOUT_S = 15.0
+NODE_OUTPUT = OutputSettings()
+"""The output settings of the bench's node (it sets no `output.*`), which the baseline sends with."""
 
 
 def say(path: str, message: str) -> None:
@@ -95,8 +107,10 @@ async def measure_path(
 
 
 async def run_baseline(opts: E2eOptions) -> dict[str, Any]:
-    """Two aiortc peers in this process, descriptions exchanged directly, no node."""
-    say("baseline", "aiortc loopback: connecting two peers in this process")
+    """Two aiortc peers in this process, descriptions exchanged directly, no node; the sender
+    sends the node's viewer codec with the node's encoder settings."""
+    codec = NODE_OUTPUT.codecs[0]
+    say("baseline", f"aiortc loopback: connecting two peers in this process ({codec}, the node's encoder settings)")
     camera = SyntheticVideoTrack(opts.width, opts.height, opts.fps, stamp=True)
     sending = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiving = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -109,7 +123,10 @@ async def run_baseline(opts: E2eOptions) -> dict[str, Any]:
 
     probe: LatencyProbe | None = None
     try:
-        sending.addTransceiver(camera, direction="sendonly")
+        transceiver = sending.addTransceiver(camera, direction="sendonly")
+        transceiver.setCodecPreferences(codec_preferences("video", [codec]))
+        encoder = VideoEncoder(codec, NODE_OUTPUT)
+        encode_with(transceiver.sender, encoder)
         await sending.setLocalDescription(await sending.createOffer())
         await receiving.setRemoteDescription(sending.localDescription)
         await receiving.setLocalDescription(await receiving.createAnswer())
@@ -121,6 +138,7 @@ async def run_baseline(opts: E2eOptions) -> dict[str, Any]:
         probe = LatencyProbe(track, "baseline")
         window = await measure_path("baseline", probe, camera, opts, CpuWindow({"bench_process": None}))
         window.result["codec"] = video_codec(sending.remoteDescription.sdp)
+        window.result["encoder"] = encoder.describe()
         return window.result
     finally:
         if probe is not None:
@@ -163,7 +181,10 @@ async def run_node(opts: E2eOptions, node: NodeProcess, http: aiohttp.ClientSess
         ingest = video_codec(publisher.pc.remoteDescription.sdp)
         egress = video_codec(viewer.pc.remoteDescription.sdp)
         window.result["codec"] = f"{ingest} in, {egress} out"
+        window.result["egress_codec"] = egress
         window.result["node_stats"] = node_window(window.stats_before, window.stats_after)
+        output = (window.stats_after or {}).get("output") or {}
+        window.result["encoder"] = (output.get("encoder_settings") or {}).get(egress)
         return window.result
     finally:
         if probe is not None:
@@ -175,6 +196,15 @@ async def run_node(opts: E2eOptions, node: NodeProcess, http: aiohttp.ClientSess
 
 
 # ---- the scenario -----------------------------------------------------------------------------
+def like_for_like(node: dict[str, Any], baseline: dict[str, Any]) -> dict[str, bool | None]:
+    """Whether the baseline sent what the node sent its viewer: the codec, and the encoder's
+    settings (`encoding.same_encoder`; None when the node did not report them)."""
+    return {
+        "codec": baseline.get("codec") == node.get("egress_codec"),
+        "encoder": same_encoder(baseline.get("encoder"), node.get("encoder")),
+    }
+
+
 def compare_paths(node: dict[str, Any], baseline: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     added, ratio = {}, {}
     for key in ("p50", "p95", "p99", "mean"):
@@ -201,6 +231,7 @@ async def measure_both(opts: E2eOptions) -> dict[str, Any]:
         "node": result,
         "added_latency_ms": added,
         "latency_ratio": ratio,
+        "like_for_like": like_for_like(result, baseline),
     }
 
 

@@ -20,6 +20,8 @@ from livegen.bench.cells import (
     signed,
 )
 from livegen.bench.comparison import change_row, comparison
+from livegen.bench.degradation import frames_text, shares_from_counts
+from livegen.bench.encoding import encoder_text
 
 INTRO = """\
 ## e2e: publisher → node → viewer latency
@@ -30,12 +32,16 @@ stamp (one process, one monotonic clock). *baseline* is the same track over a pl
 loopback in the same run; *added* is node − baseline. Percentiles cover the measured window
 after the warm-up; CPU is percent of one core. The viewer (plain aiortc in both paths)
 completes a frame only when the next one starts, about one frame interval; the node's own
-ingest completes frames on the RTP marker bit and does not pay that.
+ingest completes frames on the RTP marker bit and does not pay that. The baseline sends what the
+node sends its viewers: the same codec, encoded with the node's encoder settings (*codec*
+baseline / node viewer; a run where they differ says so). *node frames* is what the node's own
+stats say happened to the frames in the window: dropped, fallen back (e.g. a generated
+background without a diffusion model) or degraded to keep up; empty when none was.
 
-| preset | video | s | baseline p50 / p95 ms | node p50 / p95 ms | added p50 / p95 ms\
- | node ÷ baseline p50 | fps baseline / node | lost baseline / node | node CPU %\
+| preset | video | s | codec | baseline p50 / p95 ms | node p50 / p95 ms | added p50 / p95 ms\
+ | node ÷ baseline p50 | fps baseline / node | lost baseline / node | node frames | node CPU %\
  | device, cores | date (UTC) | file |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|"""
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"""
 
 COMPARED = (  # label, where in the result, decimals
     ("baseline p50 ms", ("baseline", "latency_ms", "p50"), 1),
@@ -55,6 +61,42 @@ def video(options: dict[str, Any]) -> str:
     return f"{options['width']}×{options['height']} @ {options['fps']:g}"
 
 
+def egress_codec(node: dict[str, Any]) -> str | None:
+    """The codec the node sent its viewer (older results have it only in "VP8 in, H264 out")."""
+    if node.get("egress_codec"):
+        return node["egress_codec"]
+    return str(node.get("codec") or "").rpartition(", ")[2].removesuffix(" out") or None
+
+
+def not_like_for_like(r: dict[str, Any]) -> str | None:
+    """How the baseline differed from what the node sent its viewer, None when it did not."""
+    b, n = r["baseline"], r["node"]
+    like = r.get("like_for_like") or {"codec": b.get("codec") == egress_codec(n), "encoder": None}
+    problems = []
+    if not like["codec"]:
+        problems.append(f"baseline {b.get('codec')}, node {egress_codec(n)}")
+    if like["encoder"] is False:
+        problems.append(f"baseline {encoder_text(b.get('encoder'))}, node {encoder_text(n.get('encoder'))}")
+    return "; ".join(problems) or None
+
+
+def node_frames(node: dict[str, Any]) -> str | None:
+    """What the node's stats say happened to the window's frames (dropped, fallen back,
+    degraded, over budget), None when nothing was."""
+    stats = node.get("node_stats") or {}
+    window = stats.get("window") or {}
+    notes = window.get("degraded")
+    if notes is None:  # recorded before the window kept them: from the whole answers
+        start, end = (stats.get("start") or {}).get("degraded") or {}, (stats.get("end") or {}).get("degraded") or {}
+        notes = {k: v - start.get(k, 0) for k, v in end.items() if v - start.get(k, 0)}
+    frames = window.get("frames_out") or 0
+    over = (window.get("over_budget") or 0) / frames if frames else 0.0
+    parts = [said] if (said := frames_text(shares_from_counts(notes, frames), notes, over_budget=over)) else []
+    if window.get("dropped"):
+        parts.append("dropped " + ", ".join(f"{k} {v}" for k, v in window["dropped"].items()))
+    return ", ".join(parts) or None
+
+
 def section(results: list[tuple[str, dict[str, Any]]]) -> str:
     lines = [INTRO]
     for name, r in sorted(results, key=lambda item: (item[1]["options"]["preset"], item[0])):
@@ -64,12 +106,14 @@ def section(results: list[tuple[str, dict[str, Any]]]) -> str:
             o["preset"],
             video(o),
             f"{o['seconds']:g}",
+            f"{b.get('codec')} / {egress_codec(n)}" + (" (not like for like)" if not_like_for_like(r) else ""),
             pair(b["latency_ms"]["p50"], b["latency_ms"]["p95"]),
             pair(n["latency_ms"]["p50"], n["latency_ms"]["p95"]),
             pair(added["p50"], added["p95"], signed),
             ratio(r["latency_ratio"]["p50"]),
             pair(b["delivered_fps"], n["delivered_fps"], fps),
             pair(b["frames_lost"], n["frames_lost"], plain),
+            node_frames(n) or "",
             plain(n["cpu"].get("node_process_pct")),
             f"{m.get('torch_device')}, {m.get('cores')}",
             run_date(r),
@@ -100,12 +144,20 @@ def table(result: dict[str, Any]) -> str:
 
     lines = [
         f"e2e {o['preset']} {o['width']}x{o['height']} @ {o['fps']:g} fps: {o['seconds']:g} s measured"
-        f" after {o['warmup']:g} s warm-up; codec {b.get('codec')} (baseline), {n.get('codec')} (node)",
+        f" after {o['warmup']:g} s warm-up",
+        f"  baseline: sends {b.get('codec')} with {encoder_text(b.get('encoder'))}",
+        f"  node: {n.get('codec')}; sends with {encoder_text(n.get('encoder'))}",
         *aligned(rows),
     ]
+    differs = not_like_for_like(result)
+    if differs:
+        lines.append(f"  NOT like for like: {differs}")
     stats = n.get("node_stats")
     if stats:
         lines.append("  node's own stats over the window: " + node_view(stats))
+    said = node_frames(n)
+    if said:
+        lines.append(f"  node frames: {said}")
     return "\n".join(lines)
 
 
@@ -122,6 +174,7 @@ def node_view(stats: dict[str, Any]) -> str:
     parts = [
         f"frames in/out {window.get('frames_in', '–')}/{window.get('frames_out', '–')}",
         f"dropped {window.get('dropped') or 'none'}",
+        f"degraded {window.get('degraded') or 'none'}",
         f"over budget {window.get('over_budget', '–')}",
         f"fps in/out at the end {end.get('fps_in', '–')}/{end.get('fps_out', '–')}",
         f"processing p50/p95 {p50_p95(end.get('latency_ms'))}",
@@ -148,6 +201,13 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
-    o, added, n = r["options"], r["added_latency_ms"], r["node"]
-    return [(f"{o['preset']} {o['width']}×{o['height']}@{o['fps']:g}",
-             f"node adds {signed(added['p50'])} / {signed(added['p95'])} ms p50 / p95; {fps(n['delivered_fps'])} fps")]
+    """The added latency against the baseline's codec; what the node did to the frames and a
+    baseline that was not like for like are said in the row, never left out."""
+    o, added, n, b = r["options"], r["added_latency_ms"], r["node"], r["baseline"]
+    text = (f"node adds {signed(added['p50'])} / {signed(added['p95'])} ms p50 / p95 over a {b.get('codec')} "
+            f"loopback; {fps(n['delivered_fps'])} fps")
+    if said := node_frames(n):
+        text += f" — {said}"
+    if differs := not_like_for_like(r):
+        text += f"; not like for like ({differs})"
+    return [(f"{o['preset']} {o['width']}×{o['height']}@{o['fps']:g}", text)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from livegen.bench.cells import aligned, cell, file_link, fixed, fps, markdown_row, pair, plain, ratio, run_date
+from livegen.bench.encoding import encoder_text
 
 INTRO = """\
 ## fanout: one publisher, many viewers
@@ -14,18 +15,19 @@ INTRO = """\
 `livegen bench fanout`: a synthetic camera is published over WHIP to a node started as a
 subprocess; viewers join over WHEP in steps, and each step is measured after a warm-up. The
 whole ladder runs twice in one run, each on a fresh node: `output.mode: encode_once` (one
-encoder per stream, packets fanned out) and `per_viewer` (aiortc encodes for every viewer).
+encoder per stream, packets fanned out) and `per_viewer` (an encoder per viewer, with the same
+settings: x264 preset, tune, profile and fixed bitrate; *encoders* names what each mode ran, as
+the node reported it, and a run whose modes differed says so).
 *sent fps* is what the publisher (in the bench process) managed to send; *fps* is frames
 delivered per viewer per second (min / median over the viewers); full rate means ≥ 95 % of the
 nominal rate. *node CPU* is the node process's CPU time over the window in percent of one
 core; *per 10 viewers* is the least-squares slope of node CPU over the viewer count. Latency is
 read from the stamp at the one viewer that decodes; every other viewer counts frames from RTP
-marker bits without decoding (it still sends receiver reports, and REMB in per_viewer mode,
-whose encoders follow it), so the bench's own CPU (*bench CPU*, in brackets its event-loop
-thread, which receives every viewer's packets) stays far below what decoding viewers would
-cost; it still grows with the packet rate, as the node's does. *kbit/s* is the video payload
-one counting viewer receives: a node's cost per viewer is per packet, so compare CPU per viewer
-at like bitrates (libx264's average-bitrate control lets it swing between steps). Drops /
+marker bits without decoding (it still sends receiver reports), so the bench's own CPU (*bench
+CPU*, in brackets its event-loop thread, which receives every viewer's packets) stays far below
+what decoding viewers would cost; it still grows with the packet rate, as the node's does.
+*kbit/s* is the video payload one counting viewer receives: a node's cost per viewer is per
+packet, so compare CPU per viewer at like bitrates. Drops /
 resyncs / keyframes are the node's output counters over the window (packets dropped from
 viewer queues plus frames replaced in per-viewer mailboxes, skips to a keyframe, keyframes
 forced); frames the node dropped before encoding are in the JSON (`node_stats.window.dropped`).
@@ -36,10 +38,10 @@ STEPS_HEAD = """\
  | bench CPU % (loop) | kbit/s per viewer | drops / resyncs / keyframes | device, cores | date (UTC) | file |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"""
 RUNS_HEAD = """
-| file | node CPU % per 10 viewers, encode_once / per_viewer | encode_once by step\
+| file | encoders | node CPU % per 10 viewers, encode_once / per_viewer | encode_once by step\
  | per_viewer by step | bench CPU % per 10 viewers | node CPU encode_once ÷ per_viewer\
  | goal: 50 viewers at full rate, ≤ 10 % per 10 |
-|---|---|---|---|---|---|---|"""
+|---|---|---|---|---|---|---|---|"""
 
 
 def output_counts(step: dict[str, Any]) -> str:
@@ -56,6 +58,18 @@ def viewers(step: dict[str, Any]) -> str:
     """How many viewers a step measured, and of how many asked for when some did not connect."""
     requested = step.get("viewers_requested", step["viewers"])
     return str(step["viewers"]) if step["viewers"] == requested else f"{step['viewers']} of {requested}"
+
+
+def encoders(r: dict[str, Any]) -> str:
+    """What each mode's encoder ran: one text when they matched, both and a warning when not;
+    results from before it was recorded ran aiortc's own encoder settings in per_viewer mode."""
+    once, each = r["modes"]["encode_once"].get("encoder"), r["modes"]["per_viewer"].get("encoder")
+    like = r.get("like_for_like")
+    if like:
+        return f"both {encoder_text(once)}"
+    if like is None and not once and not each:
+        return "not recorded (per_viewer: aiortc's own encoder settings, not like for like)"
+    return f"encode_once {encoder_text(once)}, per_viewer {encoder_text(each)} (not like for like)"
 
 
 def by_step(numbers: dict[str, Any]) -> str:
@@ -92,6 +106,7 @@ def section(results: list[tuple[str, dict[str, Any]]]) -> str:
         ratios = ", ".join(f"×{n}: {ratio(v)}" for n, v in r["cpu_ratio_once_to_per_viewer"].items())
         runs.append(markdown_row([
             file_link(name),
+            encoders(r),
             pair(once["cpu_per_10_viewers_pct"], each["cpu_per_10_viewers_pct"], plain),
             by_step(once),
             by_step(each),
@@ -131,6 +146,7 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join([
         f"fanout {o['preset']} {o['width']}x{o['height']} @ {o['fps']:g} fps: {o['seconds']:g} s measured per step"
         f" after {o['warmup']:g} s warm-up; codec {once.get('codec')}",
+        f"  encoders: {encoders(result)}",
         *aligned(rows),
         f"  node CPU per 10 extra viewers (least squares): encode_once {plain(once['cpu_per_10_viewers_pct'])} %"
         f" ({by_step(once)}), per_viewer {plain(each['cpu_per_10_viewers_pct'])} % ({by_step(each)})",
@@ -150,4 +166,4 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f"{r['options']['preset']}, {viewers(last)} viewers",
              f"encode-once {fps(last['fps_per_viewer']['median'])} fps per viewer, "
              f"{plain(once['cpu_per_10_viewers_pct'])} % of a core per 10 viewers; per-viewer encoding "
-             f"{fps((each.get('fps_per_viewer') or {}).get('median'))} fps")]
+             f"{fps((each.get('fps_per_viewer') or {}).get('median'))} fps; encoders {encoders(r)}")]

@@ -3,7 +3,9 @@
 `VideoEncoder` wraps one PyAV codec context (H.264 through NVENC or libx264, or VP8 through
 libvpx) tuned for live: no B-frames, zero-latency rate control, parameter sets in-band, long GOP
 with keyframes on demand. `StreamEncoder` is a stream's encoding thread: it takes the newest
-processed frame from its slot and encodes it once for every codec a viewer uses.
+processed frame from its slot and encodes it once for every codec a viewer uses. A
+`ViewerEncoder` is one viewer's own encoder in per_viewer mode: the same settings, so the two
+modes differ only in how often a frame is encoded.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import av
 from av.video.frame import PictureType
 
 from livegen.config import OutputSettings
+from livegen.flow.ratelog import RateLimitedLog
 from livegen.flow.slot import FrameSlot
 from livegen.flow.stage import ThreadStage
 from livegen.observability.latency import LatencyWindow
@@ -54,6 +58,8 @@ class VideoEncoder:
         self.fps = fps
         self.context: av.CodecContext | None = None
         self.implementation = ""
+        self.options: dict[str, str] = {}
+        """The options the open context was given (PyAV empties `context.options` on open)."""
         self._size: tuple[int, int] | None = None
         self._last_pts: int | None = None
         self._offset = 0
@@ -72,6 +78,7 @@ class VideoEncoder:
         for name in self._candidates():
             try:
                 self.context = self._create(name, width, height)
+                self.options = dict(self.context.options)
                 self.context.open()
             except Exception as exc:  # NVENC listed but no usable GPU, for example
                 errors.append(f"{name}: {exc}")
@@ -142,8 +149,37 @@ class VideoEncoder:
         """The next frame starts a new source timeline: its pts continues this one's."""
         self._rebase = True
 
+    def describe(self) -> dict[str, Any]:
+        """What the open encoder runs (implementation, profile, bitrate, keyframe interval and
+        its options, e.g. x264's preset and tune); empty before the first frame."""
+        context = self.context  # one read: the encoding thread may close it meanwhile
+        if context is None:
+            return {}
+        return {
+            "encoder": self.implementation,
+            "profile": context.profile,
+            "bitrate_bps": context.bit_rate,
+            "gop_frames": context.gop_size,
+            **self.options,
+        }
+
     def close(self) -> None:
         self.context = None
+
+
+class ViewerEncoder(VideoEncoder):
+    """One viewer's own encoder (per_viewer mode), with the settings encode_once uses.
+
+    The viewers' encoders share each frame and run at once on the senders' threads, while
+    encoding stamps the frame's pts and picture type: each encodes its own copy."""
+
+    def encode(self, frame: av.VideoFrame, keyframe: bool) -> list[av.Packet]:
+        if frame.width % 2 or frame.height % 2:  # a yuv420p array needs even sizes
+            own = frame.reformat(format="rgb24").reformat(format="yuv420p")
+        else:
+            own = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+        own.pts, own.time_base = frame.pts, frame.time_base
+        return super().encode(own, keyframe)
 
 
 class StreamEncoder(ThreadStage):
@@ -170,6 +206,8 @@ class StreamEncoder(ThreadStage):
         """When set (outputs to platforms run), a keyframe at least this often."""
         self.frames_encoded = 0
         self.frames_dropped = 0
+        self.encode_errors = RateLimitedLog(log)
+        """Frames an encoder failed on: that encoder is reopened on the next frame (a keyframe)."""
         self.keyframes_forced = 0
         self.encode_ms = LatencyWindow()
         self.encode_histogram = LatencyHistogram()
@@ -206,6 +244,12 @@ class StreamEncoder(ThreadStage):
         with self._lock:
             return {codec: enc.implementation for codec, enc in self._encoders.items()}
 
+    def settings_in_use(self) -> dict[str, dict[str, Any]]:
+        """`VideoEncoder.describe()` of each open encoder, by codec."""
+        with self._lock:
+            encoders = list(self._encoders.values())
+        return {enc.codec: described for enc in encoders if (described := enc.describe())}
+
     def _take_keyframe(self, codec: str) -> bool:
         """Whether this frame should be a keyframe for `codec`, honouring the rate limit."""
         now = self._clock()
@@ -233,7 +277,8 @@ class StreamEncoder(ThreadStage):
             try:
                 packets = encoder.encode(frame, keyframe)
             except Exception:
-                log.exception("[%s] %s encoding failed", self.stream, encoder.codec)
+                self.encode_errors.failure("[%s] %s encoding failed; the encoder reopens on the next frame",
+                                           self.stream, encoder.codec)
                 encoder.close()
                 continue
             if keyframe:

@@ -5,8 +5,9 @@ in use, and every viewer of that codec gets the same packets. Each viewer has a 
 mailbox: one that falls too far behind drops its queue and resumes at the next keyframe (asked
 for, rate-limited), so a slow viewer never delays the others or the encoder.
 
-`per_viewer`: every viewer gets the decoded frames (a `Mailbox` of one, latest wins) and aiortc
-encodes for it. Costs an encoder per viewer; kept to measure what encode-once saves.
+`per_viewer`: every viewer gets the decoded frames (a `Mailbox` of one, latest wins) and its
+own `ViewerEncoder` (`viewer_encoder`), with the settings encode-once uses, which its sender
+runs. Costs an encoder per viewer; kept to measure what encode-once saves, like for like.
 
 Taps (`add_tap`) get the same H.264 packets on the encoder's thread: the stream's outputs to
 platforms and its recordings, which must hand them on without blocking. While any tap runs, a
@@ -19,6 +20,7 @@ the asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +28,7 @@ import av
 
 from livegen.config import OutputSettings
 from livegen.flow.mailbox import Mailbox
-from livegen.media.encoder import StreamEncoder
+from livegen.media.encoder import StreamEncoder, ViewerEncoder
 
 TAP_CODEC = "H264"
 """What outputs and recordings take: FLV, MP4 and WHIP all carry the H.264 encoded once."""
@@ -73,6 +75,8 @@ class StreamOutput:
         encoder's thread, so each must only hand the packets on without blocking."""
         self._next_tap = 0
         self.encoder = StreamEncoder(name, settings, self._deliver_from_encoder)
+        self._viewer_encoders: weakref.WeakSet[ViewerEncoder] = weakref.WeakSet()
+        """per_viewer mode: each viewer's own encoder, while its sender holds it."""
         self.frames_published = 0
         self.last_frame: av.VideoFrame | None = None
         """The newest processed frame (what a slate dims while the publisher is away)."""
@@ -157,6 +161,12 @@ class StreamOutput:
     def request_keyframe(self, codec: str) -> None:
         self.encoder.request_keyframe(codec)
 
+    def viewer_encoder(self, codec: str) -> ViewerEncoder:
+        """A viewer's own encoder (per_viewer mode), with the settings encode_once uses."""
+        encoder = ViewerEncoder(codec, self.settings)
+        self._viewer_encoders.add(encoder)
+        return encoder
+
     def unsubscribe(self, subscription: Mailbox[Any]) -> None:
         subscription.close()
         if isinstance(subscription, PacketSubscription):
@@ -185,11 +195,22 @@ class StreamOutput:
         return {
             "mode": self.mode,
             "encoders": encoder.implementations(),
+            "encoder_settings": self._encoder_settings(),
+            "viewer_encoders": len(self._viewer_encoders),
             "frames_encoded": encoder.frames_encoded,
             "encoder_frames_dropped": encoder.frames_dropped,
+            "encode_errors": encoder.encode_errors.total,
             "keyframes_forced": encoder.keyframes_forced,
             "encode_ms": encoder.encode_ms.summary(),
             "viewer_packets_dropped": sum(s.dropped for s in self._packet_subscribers),
             "viewer_resyncs": sum(s.resyncs for s in self._packet_subscribers),
             "viewer_frames_dropped": sum(s.dropped for s in self._frame_subscribers),
         }
+
+    def _encoder_settings(self) -> dict[str, dict[str, Any]]:
+        """What the open encoders run, by codec: the shared ones, else a viewer's own."""
+        settings = self.encoder.settings_in_use()
+        for encoder in list(self._viewer_encoders):
+            if encoder.codec not in settings and (described := encoder.describe()):
+                settings[encoder.codec] = described
+        return settings

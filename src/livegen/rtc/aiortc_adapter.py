@@ -14,6 +14,10 @@ What is patched, and why:
   there to relay them without decoding; the fan-out bench counts packets there without decoding.
 - a sender's keyframe request (`RTCRtpSender._send_keyframe`): a viewer's PLI/FIR goes to the
   stream's shared encoder, not to aiortc's per-sender one, which encode-once never uses.
+- a sender's encoder (`RTCRtpSender.__encoder`): in per_viewer mode (and the e2e bench's
+  baseline) frames are encoded with the node's own encoder settings, not aiortc's libx264
+  defaults (x264's `medium` preset, a bitrate that follows REMB), so per-viewer and encode-once
+  differ only in how often a frame is encoded; aiortc's packetizer for the codec is kept.
 - a receiver's statistics, bitrate estimator, RTCP SSRC and `_send_rtcp` (the fan-out bench's
   counting viewer sends receiver reports and REMB like a real one), and its decoder thread (the
   bench measures what decoding costs a viewer).
@@ -32,13 +36,16 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aioice.ice
 import aiortc.rtcicetransport
+import av
 from aioice import Candidate
 from aioice.candidate import candidate_foundation, candidate_priority
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import get_encoder
+from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtp import RtpPacket
@@ -49,10 +56,12 @@ _RECEIVER_STREAMS = "_RTCRtpReceiver__remote_streams"
 _RECEIVER_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _RECEIVER_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _RECEIVER_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_SENDER_ENCODER = "_RTCRtpSender__encoder"
 CLASS_ATTRIBUTES: tuple[tuple[Any, str], ...] = (
     (RTCRtpReceiver, "_handle_rtp_packet"),
     (RTCRtpReceiver, "_send_rtcp"),
     (RTCRtpSender, "_send_keyframe"),
+    (RTCRtpSender, "_next_encoded_frame"),
     (RTCCertificate, "_create_ssl_context"),
     (JitterBuffer, "_remove_frame"),
     (aioice.ice, "get_host_addresses"),
@@ -66,8 +75,12 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "JitterBuffer": ("_packets", "_origin"),
     "Connection": ("_protocols",),
 }
-# packets get `_data` (the depacketized payload) from the receiver before they reach the buffer
-SOURCE_MENTIONS: tuple[tuple[Any, str], ...] = ((RTCRtpReceiver._handle_rtp_packet, "packet._data"),)
+SOURCE_MENTIONS: tuple[tuple[Any, str], ...] = (
+    # packets get `_data` (the depacketized payload) from the receiver before they reach the buffer
+    (RTCRtpReceiver._handle_rtp_packet, "packet._data"),
+    # a sender makes its encoder only when it has none, so one set before media flows is kept
+    (RTCRtpSender._next_encoded_frame, "if self.__encoder is None:"),
+)
 
 
 class AiortcMismatch(RuntimeError):
@@ -228,6 +241,42 @@ def decoder_thread_id(receiver: RTCRtpReceiver) -> int | None:
 def route_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
     """A PLI/FIR that reaches `sender` calls `request()` instead of asking aiortc's encoder."""
     sender._send_keyframe = request  # type: ignore[method-assign]
+
+
+class FrameEncoder(Protocol):
+    """An encoder of the node's (media's `VideoEncoder`), as a sender may run it."""
+
+    codec: str
+
+    def encode(self, frame: av.VideoFrame, keyframe: bool) -> list[av.Packet]: ...
+
+
+class _OwnEncoder(Encoder):
+    """aiortc's encoder interface over `FrameEncoder`; aiortc's own encoder for the codec only
+    packetizes. No `target_bitrate`: the bitrate stays the configured one, whatever REMB says."""
+
+    def __init__(self, frames: FrameEncoder):
+        self.frames = frames
+        self._packetizer = get_encoder(RTCRtpCodecParameters(mimeType=f"video/{frames.codec}", clockRate=90_000))
+
+    def encode(self, frame: av.Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, av.VideoFrame)
+        payloads: list[bytes] = []
+        timestamp = 0
+        for packet in self.frames.encode(frame, force_keyframe):
+            more, timestamp = self._packetizer.pack(packet)
+            payloads += more
+        return payloads, timestamp
+
+    def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
+        return self._packetizer.pack(packet)
+
+
+def encode_with(sender: RTCRtpSender, frames: FrameEncoder) -> None:
+    """`sender` encodes each frame of its track with `frames` (on aiortc's encoder thread, as
+    its own encoder would) and packetizes the result as aiortc does. Call once the codec is
+    negotiated (`frames.codec`), before media flows."""
+    setattr(sender, _SENDER_ENCODER, _OwnEncoder(frames))
 
 
 # ---- DTLS -------------------------------------------------------------------------------------

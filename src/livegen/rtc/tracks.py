@@ -2,8 +2,9 @@
 
 `EncodedVideoTrack` hands out packets the stream encoded once (aiortc's sender packetizes them
 without encoding); its codec is bound after negotiation. `ProcessedVideoTrack` hands out frames
-for aiortc to encode per viewer (per_viewer mode). `RelayedAudioTrack` hands out the publisher's
-Opus packets as they were sent. Each reads one bounded `Mailbox` that the feed fills.
+for the viewer's own encoder, which its sender runs (per_viewer mode). `RelayedAudioTrack`
+hands out the publisher's Opus packets as they were sent. Each reads one bounded `Mailbox` that
+the feed fills.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from livegen.flow.mailbox import Mailbox
+from livegen.rtc.aiortc_adapter import FrameEncoder
 
 
 class ViewerFeed(Protocol):
@@ -24,7 +26,7 @@ class ViewerFeed(Protocol):
 
     @property
     def output_mode(self) -> str:
-        """"encode_once" (shared packets) or "per_viewer" (frames aiortc encodes)."""
+        """"encode_once" (shared packets) or "per_viewer" (frames each viewer encodes)."""
 
     @property
     def video_codecs(self) -> Sequence[str]:
@@ -33,6 +35,9 @@ class ViewerFeed(Protocol):
     def subscribe_packets(self, codec: str) -> Mailbox[av.Packet]: ...
 
     def subscribe_frames(self) -> Mailbox[av.VideoFrame]: ...
+
+    def frame_encoder(self, codec: str) -> FrameEncoder:
+        """A new encoder for one viewer (per_viewer mode), configured as encode_once's."""
 
     def subscribe_audio(self) -> Mailbox[av.Packet]: ...
 
@@ -94,7 +99,7 @@ class ProcessedVideoTrack(_MailboxTrack):
         super().__init__(feed, feed.subscribe_frames())
 
     def bind(self, codec: str) -> None:
-        """Nothing to do: aiortc encodes for this viewer with the codec it negotiated."""
+        """Nothing to do: the viewer's sender encodes for it (see `ViewerSession.answered`)."""
 
 
 class RelayedAudioTrack(_MailboxTrack):

@@ -1,9 +1,9 @@
 """`ViewerSession`: a viewer's sendonly peer (WHEP).
 
 It sends the stream's processed video — the packets encoded once for every viewer of its codec,
-or frames aiortc encodes for this viewer alone in per_viewer mode — and, when the viewer asked
-for audio, the publisher's Opus relayed as it was sent. A PLI/FIR from this viewer asks the
-stream's shared encoder for a keyframe.
+or, in per_viewer mode, frames its sender encodes for this viewer alone, with the same encoder
+settings — and, when the viewer asked for audio, the publisher's Opus relayed as it was sent. A
+PLI/FIR from this viewer asks the stream's shared encoder for a keyframe (per_viewer: its own).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class ViewerSession(PeerSession):
         if self.encode_once:
             codec, feed = self.codec, self.feed
             aiortc_adapter.route_keyframe_requests(self._sender, lambda: feed.request_keyframe(codec))
+        else:
+            aiortc_adapter.encode_with(self._sender, self.feed.frame_encoder(self.codec))
 
     async def close(self) -> None:
         self.track.stop()
