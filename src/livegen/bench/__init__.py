@@ -7,6 +7,13 @@ pipeline (`pipeline.py`): frames through the engine in this process, per preset:
 diffusion (`diffusion.py`): the diffusion stage's device timings (UNet, TAESD, compositing).
 relay (`relay.py`): a stream pushed to 0, 1 and 3 RTMP outputs (nginx-rtmp) and recorded: node
 CPU per output, publisher → node → nginx → player latency.
+neighbour (`neighbour.py`): a stream measured alone, then beside a noisy one PATCHed to the
+longest chain the node accepts: does it keep its frame rate and latency?
+overload (`overload.py`): several heavy streams on one node: in-node latency against the budget,
+read every few seconds.
+soak (`soak.py`): one stream for minutes: the node's memory, threads and latency, row by row.
+all (`suite.py`): every scenario above with its committed arguments, each in its own process, as
+one run of one clean commit; then the reports.
 report: regenerate the results README and the project README's table from the committed
 results, running nothing.
 

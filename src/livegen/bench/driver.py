@@ -8,6 +8,9 @@ scenario's section of the results folder's README, prints the scenario's table (
 differs from the `--compare` one), and regenerates the project README's performance table when
 the results folder is this checkout's own.
 
+`livegen bench all` (`suite`) runs every scenario, each in its own process, through this same
+driver.
+
 Exit codes: 0 measured and written; 1 the scenario could not measure (`BenchFailed`, on
 stderr); 2 a bad flag, settings file or `--compare` file (on stdout, with the progress lines);
 130 interrupted (Ctrl-C, or SIGTERM in the network scenarios).
@@ -44,6 +47,10 @@ SCENARIOS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
               options.add_relay_flags),
     "pipeline": ("frames through the engine in-process per preset: time per stage", options.add_pipeline_flags),
     "diffusion": ("diffusion stage timings per part, sizes, steps and streams", options.add_diffusion_flags),
+    "neighbour": ("a stream alone and beside a noisy one at the longest chain: is it treated fairly",
+                  options.add_neighbour_flags),
+    "overload": ("several heavy streams on one node: in-node latency against the budget", options.add_overload_flags),
+    "soak": ("one stream for minutes: the node's memory and latency, minute by minute", options.add_soak_flags),
 }
 NOISY_LOGGERS = ("aioice", "aiortc")
 
@@ -79,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--output", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
         sub.add_argument("--compare", type=Path, metavar="OLD.json",
                          help="print how this run differs from an earlier result")
+        sub.add_argument("--run-id", default=None, help="a label recorded in the result (`bench all` gives its run's)")
+    from livegen.bench import suite  # its flags are its own
+
+    suite.add_flags(scenarios.add_parser("all", help=suite.HELP), RESULTS)
     report = scenarios.add_parser(
         "report", help="regenerate the results folder's README and the project README's table from the results"
     )
@@ -92,6 +103,10 @@ def run_scenario(args: argparse.Namespace) -> int:
             refresh_readme(args.output, name, scenario.section(load_results(args.output, name)))
         refresh_project_summary(args.output)
         return 0
+    if args.scenario == "all":
+        from livegen.bench import suite
+
+        return suite.run(args)
     scenario: Scenario = importlib.import_module(f"{__package__}.{args.scenario}").SCENARIO
     prefix = f"livegen bench {scenario.name}"
     try:
@@ -111,7 +126,7 @@ def run_scenario(args: argparse.Namespace) -> int:
         print(f"{prefix}: interrupted; everything it started was stopped", file=sys.stderr)
         return 130
 
-    saved, readme = record(scenario, result, args.output)
+    saved, readme = record(scenario, result, args.output, getattr(args, "run_id", None))
     if scenario.table is not None:
         print()
         print(scenario.table(result))
@@ -123,9 +138,11 @@ def run_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
-def record(scenario: Scenario, result: dict[str, Any], folder: Path) -> tuple[Path, Path]:
-    """Write `result` into `folder`, then regenerate the scenario's section of the folder's
-    README from every result of it there; both paths."""
+def record(scenario: Scenario, result: dict[str, Any], folder: Path, run_id: str | None = None) -> tuple[Path, Path]:
+    """Write `result` (labelled `run_id`, if any) into `folder`, then regenerate the scenario's
+    section of the folder's README from every result of it there; both paths."""
+    if run_id:
+        result = {"scenario": result["scenario"], "run_id": run_id, **result}
     saved = write_result(result, folder, scenario.result_name(result))
     readme = refresh_readme(folder, scenario.name, scenario.section(load_results(folder, scenario.name)))
     return saved, readme

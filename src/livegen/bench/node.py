@@ -5,7 +5,9 @@ The node gets its own settings file (loopback-only ICE, a free port, no `LIVEGEN
 from the caller, plus whatever a scenario sets, e.g. `output.mode`) and logs to a file in the
 bench's scratch folder, so a failed start can show why. `stop()` always ends it: SIGTERM first
 (aiohttp shuts down gracefully), SIGKILL when that takes too long. `started_node` wraps the
-whole life of one node for a scenario.
+whole life of one node for a scenario. What a scenario may ask of a running node: its
+settings as it loaded them, a stream's stats, a live change of a stream's chain, and the memory,
+threads and open files of its process.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import aiohttp
 import yaml
 
 from livegen.bench.driver import BenchFailed
-from livegen.config import merge_sections
+from livegen.config import Settings, load_settings, merge_sections
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ NODE_START_TIMEOUT_S = 60.0
 STATS_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 10.0
 STREAM_COUNTERS = ("frames_in", "frames_out", "over_budget")
+STREAM_TALLIES = ("dropped", "degraded", "errors")
+"""Counts by reason in a stream's stats (frames dropped, degradations, effect errors)."""
 
 
 class NodeStartError(RuntimeError):
@@ -81,9 +85,13 @@ class NodeProcess:
     def log_path(self) -> Path:
         return self.workdir / "node.log"
 
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "node.yaml"
+
     def start(self) -> None:
         self.port = free_port()
-        config = self.workdir / "node.yaml"
+        config = self.config_path
         base = {
             "server": {"host": LOOPBACK, "port": self.port},
             "rtc": {"host_addresses": [LOOPBACK]},
@@ -134,6 +142,34 @@ class NodeProcess:
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
             log.warning("node stats unavailable: %r", exc)
             return None
+
+    def settings_in_use(self) -> Settings:
+        """The settings the node runs on: its settings file over the defaults, as it loads them
+        (it gets no `LIVEGEN_*` variables that could change them, see `start`)."""
+        return load_settings(self.config_path, env={})
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The node's `engine` settings as a result records them: numbers, names and switches;
+        no folders (they are machine paths)."""
+        engine = self.settings_in_use().engine.model_dump(mode="json")
+        return {key: value for key, value in engine.items() if not key.endswith("_dir")}
+
+    async def patch_stream(self, http: aiohttp.ClientSession, stream: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`PATCH /api/streams/{stream}` with `body`; the stream as the node answers. Any answer
+        but 200 (a 422 for a chain the node will not run) is a `BenchFailed` quoting the node."""
+        try:
+            limit = aiohttp.ClientTimeout(total=STATS_TIMEOUT_S)
+            async with http.patch(f"{self.url}/api/streams/{stream}", json=body, timeout=limit) as response:
+                text = await response.text()
+                if response.status != 200:
+                    raise BenchFailed(f"PATCH /api/streams/{stream} answered {response.status}: {text.strip()}")
+                return json.loads(text)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise BenchFailed(f"PATCH /api/streams/{stream} failed: {exc!r}") from None
+
+    def memory(self) -> dict[str, Any]:
+        """The node process's resident memory (MB), threads and open file descriptors now."""
+        return process_memory(self.pid)
 
     def stop(self) -> int | None:
         """End the node (idempotent); its exit code, negative for a signal."""
@@ -200,9 +236,43 @@ def counter_deltas(before: dict[str, Any], after: dict[str, Any], keys: tuple[st
 
 
 def counters_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The node's stream counters over a window between two `stream_stats` answers; drop
-    reasons that did not grow are left out."""
+    """The node's stream counters over a window between two `stream_stats` answers, and its
+    tallies by reason (`STREAM_TALLIES`, those it reports); reasons that did not grow are left
+    out."""
     window: dict[str, Any] = counter_deltas(before, after, STREAM_COUNTERS)
-    start_drops, end_drops = before.get("dropped") or {}, after.get("dropped") or {}
-    window["dropped"] = {k: v - start_drops.get(k, 0) for k, v in end_drops.items() if v - start_drops.get(k, 0)}
+    for tally in STREAM_TALLIES:
+        if tally not in after:
+            continue
+        start, end = before.get(tally) or {}, after.get(tally) or {}
+        window[tally] = {k: v - start.get(k, 0) for k, v in end.items() if v - start.get(k, 0)}
     return window
+
+
+def process_memory(pid: int | None) -> dict[str, Any]:
+    """Resident memory (MB), thread count and open file descriptors of process `pid`, from
+    /proc (or psutil where there is no /proc and it is installed); None for what neither has."""
+    reading: dict[str, Any] = {"rss_mb": None, "threads": None, "fds": None}
+    if pid is None:
+        return reading
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key == "VmRSS":
+                    reading["rss_mb"] = round(int(value.split()[0]) / 1024, 1)  # kB
+                elif key == "Threads":
+                    reading["threads"] = int(value)
+        reading["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, ValueError):
+        try:
+            import psutil
+        except ImportError:
+            return reading
+        try:
+            process = psutil.Process(pid)
+            reading["rss_mb"] = round(process.memory_info().rss / 2**20, 1)
+            reading["threads"] = process.num_threads()
+            reading["fds"] = process.num_fds() if hasattr(process, "num_fds") else None
+        except psutil.Error:
+            pass
+    return reading

@@ -64,12 +64,13 @@ class VideoOptions:
     def command(self) -> str:
         words = ["livegen", "bench", self.scenario]
         for key, value in asdict(self).items():
+            flag = key.replace("_", "-")
             if isinstance(value, bool):  # a switch: --name or --no-name
-                words.append(f"--{key}" if value else f"--no-{key}")
+                words.append(f"--{flag}" if value else f"--no-{flag}")
                 continue
             if isinstance(value, tuple):
                 value = _csv(value)
-            words += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
+            words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
         return shlex.join(words)
 
 
@@ -135,6 +136,81 @@ class PipelineOptions(VideoOptions):
             raise ValueError("--presets names no preset")
 
 
+# ---- soak, neighbour and overload: streams on one node for a while ------------------------------
+@dataclass(frozen=True)
+class SoakOptions(PublishOptions):
+    """One stream for `minutes`, a row of figures every `seconds`."""
+
+    scenario: ClassVar[str] = "soak"
+
+    seconds: float = 60.0
+    preset: str = "blur"
+    minutes: float = 10.0
+
+    def check(self) -> None:
+        super().check()
+        if self.minutes <= 0 or self.minutes * 60 < self.seconds:
+            raise ValueError(f"--minutes must be > 0 and hold at least one row of --seconds {self.seconds:g}")
+
+    @property
+    def rows(self) -> int:
+        return max(1, round(self.minutes * 60 / self.seconds))
+
+
+def engine_max_chain() -> int:
+    """`engine.max_chain` as a node started by the bench has it (the bench sets no engine limits
+    in its settings file, so the default applies); 8 where the setting does not exist."""
+    from livegen.config import EngineSettings
+
+    return int(getattr(EngineSettings(), "max_chain", 8))
+
+
+@dataclass(frozen=True)
+class NeighbourOptions(PublishOptions):
+    """A bystander stream at `preset`, measured alone and beside a noisy one whose chain is
+    `chain_length` copies of `noisy_effect`."""
+
+    scenario: ClassVar[str] = "neighbour"
+    noisy_effect: ClassVar[str] = "edges"
+    max_chain_length: ClassVar[int] = 64
+
+    seconds: float = 30.0
+    warmup: float = 5.0
+    preset: str = "blur"
+    chain_length: int = 8
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **parsed: object) -> Self:
+        length = args.chain_length if args.chain_length is not None else engine_max_chain()
+        return super().from_args(args, chain_length=length, **parsed)
+
+    def check(self) -> None:
+        super().check()
+        if not 1 <= self.chain_length <= self.max_chain_length:
+            raise ValueError(f"--chain-length must be 1..{self.max_chain_length}, not {self.chain_length}")
+
+
+@dataclass(frozen=True)
+class OverloadOptions(PublishOptions):
+    """`streams` streams at `preset` on one node, the node's stats read every `interval` s."""
+
+    scenario: ClassVar[str] = "overload"
+    max_streams: ClassVar[int] = 32
+
+    seconds: float = 30.0
+    warmup: float = 5.0
+    preset: str = "edges"
+    streams: int = 3
+    interval: float = 5.0
+
+    def check(self) -> None:
+        super().check()
+        if not 1 <= self.streams <= self.max_streams:
+            raise ValueError(f"--streams must be 1..{self.max_streams}, not {self.streams}")
+        if not 0 < self.interval <= self.seconds:
+            raise ValueError(f"--interval must be > 0 and at most --seconds, not {self.interval:g}")
+
+
 def _add_video_flags(parser: argparse.ArgumentParser, d: VideoOptions, offered: str, measured: str) -> None:
     add = parser.add_argument
     add("--width", type=int, default=d.width, help=f"video width (default {d.width})")
@@ -175,6 +251,33 @@ def add_relay_flags(parser: argparse.ArgumentParser) -> None:
         help=f"RTMP output counts to measure, comma-separated, 0..{d.max_outputs} (default {_csv(d.outputs)})")
     add("--record", action=argparse.BooleanOptionalAction, default=d.record,
         help="measure a last step with the most outputs plus a recording (default on)")
+
+
+def add_soak_flags(parser: argparse.ArgumentParser) -> None:
+    d = SoakOptions()
+    _add_video_flags(parser, d, "sent", "seconds per row of the table: one a minute")
+    _add_publish_flags(parser, d)
+    parser.add_argument("--minutes", type=float, default=d.minutes, help=f"how long to run (default {d.minutes:g})")
+
+
+def add_neighbour_flags(parser: argparse.ArgumentParser) -> None:
+    d = NeighbourOptions()
+    _add_video_flags(parser, d, "sent per stream", "measured seconds, alone and beside the noisy stream")
+    _add_publish_flags(parser, d)
+    parser.add_argument(
+        "--chain-length", type=int, default=None,
+        help=f"{d.noisy_effect} effects in the noisy stream's chain (default: the node's engine.max_chain)",
+    )
+
+
+def add_overload_flags(parser: argparse.ArgumentParser) -> None:
+    d = OverloadOptions()
+    _add_video_flags(parser, d, "sent per stream", "measured seconds")
+    _add_publish_flags(parser, d)
+    add = parser.add_argument
+    add("--streams", type=int, default=d.streams, help=f"streams published at once (default {d.streams})")
+    add("--interval", type=float, default=d.interval,
+        help=f"seconds between readings of the node's stats (default {d.interval:g})")
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:

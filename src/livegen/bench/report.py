@@ -15,7 +15,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from livegen.bench import diffusion_report, e2e_report, fanout_report, pipeline_report, relay_report
+from livegen.bench import (
+    diffusion_report,
+    e2e_report,
+    fanout_report,
+    neighbour_report,
+    overload_report,
+    pipeline_report,
+    relay_report,
+    soak_report,
+)
 from livegen.bench.machine import machine_info, utc_now
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,9 @@ SUMMARIES = {  # the project README's table, scenario by scenario in this order
     "relay": relay_report.summary_rows,
     "pipeline": pipeline_report.summary_rows,
     "diffusion": diffusion_report.summary_rows,
+    "neighbour": neighbour_report.summary_rows,
+    "overload": overload_report.summary_rows,
+    "soak": soak_report.summary_rows,
 }
 
 
