@@ -17,6 +17,7 @@ from livegen.engine.governor import (
     STEP_S,
     LoadGovernor,
     StreamLoad,
+    allocate,
     fair_shares,
 )
 from livegen.engine.pipeline import StreamPipeline
@@ -38,6 +39,18 @@ def test_fair_shares_meet_small_demands_and_split_the_rest():
     assert fair_shares([], 900.0) == []
     shares = fair_shares([10.0, 20.0], 900.0)
     assert shares == [10.0, 20.0]  # under capacity: everyone gets what it asks
+
+
+def test_streams_within_their_budget_are_protected_from_a_heavy_neighbour():
+    # budget 450 each (900 / 2): the small stream keeps its whole budget, the heavy one gets the rest
+    assert allocate([360.0, 2000.0], [360.0, 2000.0], 900.0, 900.0) == [450.0, 540.0]
+    # overload cut capacity to 500: the protected stream still keeps its budget; the heavy one
+    # absorbs the cut, down to its floor (10 % of a budget)
+    assert allocate([360.0, 2000.0], [360.0, 300.0], 500.0, 900.0) == [450.0, 140.0]
+    assert allocate([360.0, 2000.0], [360.0, 300.0], 300.0, 900.0) == [300.0, 45.0]
+    # three equal heavy streams share whatever capacity there is
+    assert allocate([600.0] * 3, [600.0] * 3, 600.0, 900.0) == [200.0] * 3
+    assert allocate([], [], 900.0, 900.0) == []
 
 
 def _run(governor: LoadGovernor, clock: Clock, streams: dict[str, tuple[StreamLoad, float, dict[int, float]]],

@@ -2,10 +2,10 @@
 the node is overloaded instead of letting frames queue.
 
 **Fair share.** The worker may be busy `engine.worker_load` of every second (on a CPU node the
-rest is for decoding, encoding and the network). That time is divided max-min fairly: a stream
-that asks for less than an equal share gets all it asks for, and what it leaves is split among
-the others. A stream's demand is its recent processing time per frame times its input frame
-rate; its share is what it would get were it to ask for everything (`entitlement`).
+rest is for decoding, encoding and the network). Each stream's budget is an equal part of that.
+A stream whose demand at full quality (its processing time per frame times its input frame
+rate) is within its budget is protected: whatever its neighbours do, it keeps its budget. The
+streams over budget split what the protected ones leave, max-min fairly (`allocate`).
 
 **Shedding, per stream.** A stream whose demand is over its share sheds its own work, one level
 at a time (one change per `STEP_S` at most), and never anyone else's:
@@ -19,9 +19,9 @@ at a time (one change per `STEP_S` at most), and never anyone else's:
 It climbs back a level when what the lower level cost would fit in 80 % of its share.
 
 **Overload.** The in-node latency of every processed frame is watched: when the p95 over the
-last `STEP_S` is above 80 % of `engine.budget_ms`, the worker's capacity shrinks by 30 % (every
-share shrinks with it, the heaviest streams' first); below half the budget it grows back by 10 %
-per step. Levels and capacity are in each stream's stats (`load`) and in the metrics.
+last `STEP_S` is above 80 % of `engine.budget_ms`, the worker's capacity shrinks by 30 %, which
+the streams over budget absorb first (protected streams are cut only when they alone exceed
+it); below half the budget it grows back by 10 % per step. Levels and capacity are in each stream's stats (`load`) and in the metrics.
 
 Everything here runs on the worker thread, except `reading`, which only reads numbers.
 """
@@ -36,6 +36,7 @@ STEP_S = 0.5
 LEVELS = ("full", "degrade", "half_resolution", "frame_rate")
 UP_MARGIN = 1.0  # demand over this fraction of the share climbs a level
 DOWN_MARGIN = 0.8  # the lower level's demand under this fraction of the share comes back down
+FLOOR_SHARE = 0.1  # of a budget: what a stream over its budget keeps however loaded the node
 CAPACITY_FLOOR = 0.25  # of the configured capacity: overload never starves the worker further
 LATENCY_HIGH = 0.8  # of the budget: above it (p95 over a step) capacity shrinks
 LATENCY_LOW = 0.5  # of the budget: below it capacity grows back
@@ -105,10 +106,33 @@ def fair_shares(demands: list[float], capacity: float) -> list[float]:
     return shares
 
 
-def entitlement(demands: list[float], index: int, capacity: float) -> float:
-    """What stream `index` may use: its max-min fair share were it to ask for everything, the
-    others asking for what they use now. A stream under it may grow into it; one over it sheds."""
-    return fair_shares([*demands[:index], float("inf"), *demands[index + 1 :]], capacity)[index]
+def allocate(natural: list[float], current: list[float], capacity: float, full_capacity: float) -> list[float]:
+    """Each stream's share of `capacity` (worker ms per second).
+
+    A stream's budget is an equal part of the full capacity. Streams whose `natural` demand
+    (what they ask at full quality) is within it are protected: their share is the whole budget,
+    so a neighbour can never push them to shed. The others split what the protected streams use
+    now (`current`) leaves, max-min fairly by their natural demands, and never get less than
+    `FLOOR_SHARE` of a budget. Only when the protected streams alone need more than `capacity`
+    (every stream is small and there are too many) are they cut too, max-min among themselves."""
+    count = len(natural)
+    if count == 0:
+        return []
+    budget = full_capacity / count
+    protected = [i for i in range(count) if natural[i] <= budget]
+    others = [i for i in range(count) if natural[i] > budget]
+    held = sum(current[i] for i in protected)
+    shares = [0.0] * count
+    if held > capacity:
+        for i, share in zip(protected, fair_shares([current[i] for i in protected], capacity), strict=True):
+            shares[i] = share
+    else:
+        for i in protected:
+            shares[i] = budget
+    rest = max(0.0, capacity - held)
+    for i, share in zip(others, fair_shares([natural[i] for i in others], rest), strict=True):
+        shares[i] = max(share, FLOOR_SHARE * budget)
+    return shares
 
 
 class LoadGovernor:
@@ -140,9 +164,10 @@ class LoadGovernor:
         for load, fps in loads:
             load.fps_in = fps
             load.demand_ms = (load.cost(load.level) or 0.0) * fps
-        demands = [load.demand_ms for load, _ in loads]
-        for index, (load, _) in enumerate(loads):
-            load.share_ms = entitlement(demands, index, self.capacity_ms)
+        natural = [(load.cost(0) or 0.0) * fps for load, fps in loads]
+        shares = allocate(natural, [load.demand_ms for load, _ in loads], self.capacity_ms, self.max_capacity_ms)
+        for (load, _), share in zip(loads, shares, strict=True):
+            load.share_ms = share
             if self.enabled:
                 self._move(load, now)
 
