@@ -315,8 +315,8 @@ class BackgroundEffect(Effect):
             if generated is None:
                 frame.notes.add("background_fallback")
                 mode = self.params.fallback
-        # OpenCV beats torch on a CPU, so only a frame that lives on an accelerator uses torch
-        if frame.on_host or frame.device.type == "cpu":
+        # OpenCV beats torch on a CPU; on a GPU node the compositing stays on the device
+        if not frame.device_path:
             self._apply_host(frame, mode, generated)
         else:
             self._apply_device(frame, mode, generated)

@@ -32,6 +32,12 @@ class Frame:
     on the worker's device (what GPU effects use), or `rgb`, an (H, W, 3) uint8 array on the
     host (what OpenCV and CPU models use, and far cheaper on a CPU-only node). Assigning one
     form discards the other.
+
+    On the device path (a CUDA worker) effects that can run on the device do, and the frame
+    moves between host and device as little as it can: the picture goes up once, and when
+    segmentation has left a mask on the host by then, the mask rides along in the same copy (a
+    fourth 8-bit channel); the result comes back once for the encoder. `transfers` counts the
+    copies, for the stream's stats.
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class Frame:
         dtype: torch.dtype = torch.float32,
         pool: Executor | None = None,
         over_budget: bool = False,
+        device_path: bool | None = None,
     ):
         if (rgb is None) == (image is None):
             raise ValueError("a frame starts from exactly one of rgb or image")
@@ -53,12 +60,17 @@ class Frame:
         """(H, W, 3) uint8 RGB of the input picture on the host, for CPU models; never modified."""
         self.device = device or (image.device if image is not None else torch.device("cpu"))
         self.dtype = image.dtype if image is not None else dtype
+        self.device_path = self.device.type != "cpu" if device_path is None else device_path
+        """Whether effects should work on the device (`image`) rather than the host (`rgb`):
+        a CUDA worker's frames; tests may set it to run the device path on CPU tensors."""
+        self.transfers = 0
+        """Host↔device copies of this frame's picture or mask so far (device path only)."""
         self._rgb = rgb
         self._image = image
-        self.mask: torch.Tensor | None = None
-        """(1, H, W) float in [0, 1] on the device, 1 where the person is; set by segmentation."""
+        self._mask: torch.Tensor | None = None
         self.mask_rgb: np.ndarray | None = None
-        """The same mask on the host as (H, W) float32, for CPU compositing; set with `mask`."""
+        """The person mask on the host as (H, W) float32, 1 where the person is; set with
+        `set_mask` by segmentation, for CPU compositing."""
         self.pool = pool
         """Small CPU thread pool for CPU-only helpers that can run beside device work."""
         self.timings_ms: dict[str, float] = {}
@@ -70,10 +82,15 @@ class Frame:
         should shed optional work on this frame (reuse a mask, skip a refinement) and say so
         in `notes`, rather than let the stream fall behind."""
 
+    # ---- the picture ----------------------------------------------------------------------
     @property
     def image(self) -> torch.Tensor:
         if self._image is None:
-            self._image = rgb_to_tensor(self._rgb, self.device, self.dtype)  # type: ignore[arg-type]
+            if self.device_path and self.mask_rgb is not None and self._mask is None:
+                self._upload_with_mask()
+            else:
+                self._image = rgb_to_tensor(self._rgb, self.device, self.dtype)  # type: ignore[arg-type]
+                self.transfers += int(self.device_path)
         return self._image
 
     @image.setter
@@ -84,6 +101,7 @@ class Frame:
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
             self._rgb = tensor_to_rgb(self._image)  # type: ignore[arg-type]
+            self.transfers += int(self.device_path)
         return self._rgb
 
     @rgb.setter
@@ -100,6 +118,49 @@ class Frame:
         """(width, height)"""
         height, width = self.source.shape[:2]
         return width, height
+
+    # ---- the person mask ------------------------------------------------------------------
+    def set_mask(self, mask: np.ndarray) -> None:
+        """The person mask, (H, W) float32 in [0, 1] on the host (segmentation's result). It
+        reaches the device only if an effect reads `mask` there."""
+        self.mask_rgb, self._mask = mask, None
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """(1, H, W) float in [0, 1], 1 where the person is, on the frame's device (None before
+        segmentation). On the CPU it shares the host mask's memory."""
+        if self._mask is None and self.mask_rgb is not None:
+            if not self.device_path:
+                self._mask = torch.from_numpy(self.mask_rgb).unsqueeze(0)
+            elif self._image is None and self._rgb is not None:
+                self._upload_with_mask()
+            else:
+                pixels = torch.from_numpy(self.mask_rgb)
+                if self.device.type == "cuda":
+                    pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+                self._mask = pixels.unsqueeze(0).to(self.dtype)
+                self.transfers += 1
+        return self._mask
+
+    @mask.setter
+    def mask(self, value: torch.Tensor | None) -> None:
+        """A mask made on the device (or by a test) as it is; `mask_rgb` is left alone."""
+        self._mask = value
+
+    def _upload_with_mask(self) -> None:
+        """Picture and mask to the device in one copy: RGB plus the mask as an 8-bit alpha."""
+        rgb, mask = self._rgb, self.mask_rgb
+        assert rgb is not None and mask is not None
+        packed = np.empty((*rgb.shape[:2], 4), np.uint8)
+        packed[..., :3] = rgb
+        np.multiply(mask, 255.0, out=packed[..., 3], casting="unsafe")  # truncates; + 0.5 below
+        pixels = torch.from_numpy(packed)
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        planes = pixels.permute(2, 0, 1).to(self.dtype)
+        self._image = planes[:3].div_(255.0)
+        self._mask = planes[3:].add_(0.5).div_(255.5).clamp_(0.0, 1.0)
+        self.transfers += 1
 
 
 class GeneratedScene(Protocol):

@@ -57,7 +57,7 @@ class EdgesEffect(Effect):
 
     def apply(self, frame: Frame) -> None:
         strength, blend = self.params.strength, self.params.blend
-        if frame.on_host or frame.device.type == "cpu":
+        if frame.on_host or not frame.device_path:  # where the picture is: no copy for edges
             frame.rgb = edges_on_host(frame.rgb, strength, blend)
             return
         image = frame.image

@@ -26,7 +26,6 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import torch
 from pydantic import Field
 
 from livegen.effects.base import Effect, EffectParams, Frame
@@ -84,7 +83,9 @@ class SegmentationEffect(Effect):
     def __init__(self, params: SegmentationParams, context=None):
         super().__init__(params, context)
         try:
-            from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
+            from mediapipe.python.solutions.selfie_segmentation import (
+                SelfieSegmentation,
+            )
         except ImportError as exc:
             raise Unprocessable(
                 "segmentation needs mediapipe 0.10.21 (make install puts it in; by hand: "
@@ -140,9 +141,7 @@ class SegmentationEffect(Effect):
         shaped = np.clip((mask - low) / (high - low), 0.0, 1.0)
         shaped = shaped * shaped * (3.0 - 2.0 * shaped)  # smoothstep: a soft, even edge
         full = cv2.resize(shaped, (width, height), interpolation=cv2.INTER_LINEAR)
-        frame.mask_rgb = full
-        mask_tensor = torch.from_numpy(full).unsqueeze(0)
-        frame.mask = mask_tensor if frame.device.type == "cpu" else mask_tensor.to(frame.device, non_blocking=True)
+        frame.set_mask(full)  # reaches the device only if an effect reads it there
 
     def close(self) -> None:
         if self._pending is not None:

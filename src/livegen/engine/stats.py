@@ -48,6 +48,8 @@ class StreamStats:
         self.stage_ms: dict[str, LatencyWindow] = {}
         self.notes: Counter[str] = Counter()
         self.node_ms = LatencyWindow()
+        self.device_copies = LatencyWindow()
+        """Host↔device copies per frame on a device-path worker (the picture up, the result down)."""
         # cumulative since the stream began, for Prometheus; the windows above serve the API
         self.processing_histogram = LatencyHistogram()
         self.node_histogram = LatencyHistogram()
@@ -81,9 +83,12 @@ class StreamStats:
             self.node_histogram.observe(node_ms)
             self.over_budget += int(over_budget)
 
-    def stages(self, timings_ms: dict[str, float], notes: set[str]) -> None:
-        """One frame's time per effect, and what it degraded or fell back on."""
+    def stages(self, timings_ms: dict[str, float], notes: set[str], copies: int | None = None) -> None:
+        """One frame's time per effect, what it degraded or fell back on, and (on the device
+        path) how many host↔device copies it took."""
         with self._lock:
+            if copies is not None:
+                self.device_copies.add(copies)
             for name, ms in timings_ms.items():
                 self.stage_ms.setdefault(name, LatencyWindow()).add(ms)
                 histogram = self.stage_histograms.get(name)
@@ -113,5 +118,6 @@ class StreamStats:
                 "node_latency_ms": self.node_ms.summary(),
                 "stages_ms": {name: window.summary() for name, window in self.stage_ms.items()},
                 "degraded": dict(self.notes),
+                "device_copies_per_frame": self.device_copies.summary(),
             }
 

@@ -74,6 +74,9 @@ class DeviceWorker(ThreadStage):
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.budget_ms = budget_ms
         self.governor = LoadGovernor(budget_ms, worker_load, enabled=shed)
+        self.device_path = device.type == "cuda"
+        """Effects work on the device (picture up once, result down once); tests may set it on
+        a CPU worker to run that path on CPU tensors."""
         self._lock = threading.Lock()
         self._pipelines: tuple[StreamPipeline, ...] = ()
         self._detached: list[StreamPipeline] = []
@@ -180,6 +183,7 @@ class DeviceWorker(ThreadStage):
                 dtype=self.dtype,
                 pool=self.pool,
                 over_budget=load.degrade or pipeline.recent_ms > self.frame_budget_ms,
+                device_path=self.device_path,
             )
             if load.level >= 2:
                 job.work.notes.add(LEVELS[load.level])
@@ -227,7 +231,7 @@ class DeviceWorker(ThreadStage):
             over_budget=processing_ms > self.budget_ms,
         )
         if work is not None:
-            pipeline.stats.stages(work.timings_ms, work.notes)
+            pipeline.stats.stages(work.timings_ms, work.notes, work.transfers if work.device_path else None)
             if self.quality is not None:
                 self.quality.offer(pipeline.name, work.index, work.source, work.rgb, work.mask_rgb)
 
