@@ -7,9 +7,17 @@ import platform
 from livegen.config import Settings
 
 
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # a GPU check carries only the diffusion stage's needs
+        return "not installed"
+
+
 def report(settings: Settings, probe: bool = False) -> str:
     """What the machine offers; with `probe`, the diffusion stage is built and runs frames."""
-    import aiortc
     import av
     import torch
 
@@ -20,7 +28,7 @@ def report(settings: Settings, probe: bool = False) -> str:
         f"torch       {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
         f"cuda        {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}",
         f"device      {select_device(settings.engine.device)} (engine.device = {settings.engine.device})",
-        f"aiortc      {aiortc.__version__}",
+        f"aiortc      {_version('aiortc')}",
         f"av          {av.__version__} (ffmpeg {'.'.join(map(str, av.library_versions.get('libavcodec', ())))})",
     ]
     for codec in ("libx264", "h264_nvenc", "libvpx"):

@@ -51,19 +51,27 @@ def section(results: list[tuple[str, dict[str, Any]]]) -> str:
         skipped = [f"{mode}: {info['skipped']}" for mode, info in r["modes"].items() if "skipped" in info]
         if skipped:
             lines += ["", f"Skipped in {file_link(name)}: " + "; ".join(skipped) + "."]
+        for timing in r.get("prompt_changes") or []:
+            lines += ["", f"Prompt change ({timing['mode']}, {timing['size']}, {timing['steps']} step(s)) in "
+                      f"{file_link(name)}: p50 {timing['ms']['p50']} ms, max {timing['ms']['max']} ms from the "
+                      f"new prompt to the first frame made with it, over {timing['changes']} changes."]
+        if r.get("skipped_over_budget"):
+            lines += ["", f"Over the time budget in {file_link(name)}, not run: "
+                      + "; ".join(r["skipped_over_budget"]) + "."]
         goal = r.get("goal") or {}
-        if goal.get("single_met") is not None:
-            targets = goal["targets"]  # as the run was judged, even if the goals move on
-            lines += ["", f"Goals in {file_link(name)}: {targets['single']}: "
-                      f"{'met' if goal['single_met'] else 'not met'}; {targets['four']}: "
-                      f"{'met' if goal['four_met'] else 'not met'}."]
+        targets = goal.get("targets") or {}  # as the run was judged, even if the goals move on
+        judged = [(key, goal.get(f"{key}_met")) for key in ("single", "four", "eight", "prompt")]
+        verdicts = [f"{targets[key]}: {'met' if met else 'not met'}" for key, met in judged
+                    if met is not None and key in targets]
+        if verdicts:
+            lines += ["", f"Goals in {file_link(name)}: " + "; ".join(verdicts) + "."]
     return "\n".join(lines) + "\n"
 
 
 def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for case in r.get("cases", []):
-        if case.get("streams") not in (1, 4) or case.get("skipped"):
+        if case.get("streams") not in (1, 4, 8) or case.get("skipped"):
             continue
         total = (case.get("parts_ms") or {}).get("total") or {}
         rows.append((f"{r.get('architecture')} {case['mode']} {case['size']}, {case['steps']} step(s), "

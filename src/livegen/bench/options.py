@@ -297,12 +297,17 @@ class DiffusionBenchOptions:
     architecture: str = "sd-turbo"
     sizes: tuple[tuple[int, int], ...] = ((512, 512), (768, 432))
     steps: tuple[int, ...] = (1, 2)
-    streams: tuple[int, ...] = (1, 2, 4)
+    streams: tuple[int, ...] = (1, 4, 8)
     modes: tuple[str, ...] = UNET_MODES
     frames: int = 60
     warmup: int = 10
     strength: float = 0.5
     device: str = "auto"
+    prompt_changes: int = 5
+    """Per mode and step count: new prompts sent to a running stream, each timed until the first
+    frame made with it (0: none)."""
+    budget_s: float | None = None
+    """Cases left when this many seconds have passed are skipped, and say so (None: no limit)."""
     output: Path | None = field(default=Path("bench/results"), compare=False)
 
     @classmethod
@@ -335,6 +340,8 @@ class DiffusionBenchOptions:
                 warmup=args.warmup if args.warmup is not None else base.warmup,
                 strength=args.strength,
                 device=args.device,
+                prompt_changes=args.prompt_changes,
+                budget_s=args.budget_s,
                 output=args.output,
             )
         except ValueError:
@@ -354,6 +361,10 @@ class DiffusionBenchOptions:
             raise ValueError(f"unknown --modes {sorted(unknown)} (known: {', '.join(UNET_MODES)})")
         if self.frames < 1 or self.warmup < 0:
             raise ValueError("--frames must be ≥ 1 and --warmup ≥ 0")
+        if not 0 <= self.prompt_changes <= 50:
+            raise ValueError("--prompt-changes must be 0..50")
+        if self.budget_s is not None and self.budget_s <= 0:
+            raise ValueError("--budget-s must be > 0")
 
     def command(self) -> str:
         words = ["livegen", "bench", "diffusion"]
@@ -362,7 +373,10 @@ class DiffusionBenchOptions:
         words += ["--architecture", self.architecture, "--sizes", ",".join(f"{w}x{h}" for w, h in self.sizes),
                   "--steps", _csv(self.steps), "--streams", _csv(self.streams),
                   "--modes", ",".join(self.modes), "--frames", str(self.frames), "--warmup", str(self.warmup),
-                  "--strength", f"{self.strength:g}", "--device", self.device]
+                  "--strength", f"{self.strength:g}", "--device", self.device,
+                  "--prompt-changes", str(self.prompt_changes)]
+        if self.budget_s is not None:
+            words += ["--budget-s", f"{self.budget_s:g}"]
         return shlex.join(words)
 
 
@@ -379,3 +393,7 @@ def add_diffusion_flags(parser: argparse.ArgumentParser) -> None:
     add("--warmup", type=int, default=None, help=f"frames discarded first (default {d.warmup})")
     add("--strength", type=float, default=d.strength, help=f"img2img strength (default {d.strength:g})")
     add("--device", choices=DEVICES, default=d.device, help="device (default auto)")
+    add("--prompt-changes", type=int, default=d.prompt_changes,
+        help=f"new prompts timed per mode and step count until a frame shows them (default {d.prompt_changes})")
+    add("--budget-s", type=float, default=None,
+        help="skip the cases left after this many seconds, and say so (default: no limit)")

@@ -112,8 +112,8 @@ class RecordingStats(StreamStats):
             self.out_times.append(time.perf_counter())
             self.over_budget_seen += int(over_budget)
 
-    def stages(self, timings_ms: dict[str, float], notes: set[str]) -> None:
-        super().stages(timings_ms, notes)
+    def stages(self, timings_ms: dict[str, float], notes: set[str], copies: int | None = None) -> None:
+        super().stages(timings_ms, notes, copies)
         if self.recording:
             for name, ms in timings_ms.items():
                 self.stages_seen.setdefault(name, []).append(ms)
