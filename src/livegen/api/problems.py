@@ -7,7 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web, web_urldispatcher
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from livegen.errors import LivegenError
@@ -74,3 +75,27 @@ class ParserErrorLog(logging.LoggerAdapter):
             )
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+_AIOHTTP_EXPECT_HANDLER = getattr(web_urldispatcher, "_default_expect_handler", None)
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """aiohttp's check of a request's `Expect` header, which runs before any middleware:
+    `100-continue` is served as aiohttp serves it, any other expectation is a 417 problem.
+    aiohttp's own refusal quotes the header into its text, which fails (a 500 and a traceback
+    in the log) when the header holds bytes that are not UTF-8: anyone can send that."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        return problem_response(417, "Expectation failed", f"unknown Expect: {ascii(expect)[:100]}")
+    if _AIOHTTP_EXPECT_HANDLER is not None:
+        return await _AIOHTTP_EXPECT_HANDLER(request)
+    return None
+
+
+def answer_expectations() -> None:
+    """Make `expect_handler` the one aiohttp uses for every route without one of its own,
+    including the routes it makes for 404 and 405 (which no app setting reaches). Process-wide
+    and idempotent; a no-op if this aiohttp has no such default any more."""
+    if _AIOHTTP_EXPECT_HANDLER is not None:
+        web_urldispatcher._default_expect_handler = expect_handler  # type: ignore[attr-defined]

@@ -87,7 +87,10 @@ class StreamOutputs:
     def open(self, url: str, name: str | None = None, token: str | None = None) -> Output:
         """An output for `url` (rtmp://, rtmps://, or the http(s):// URL of a WHIP endpoint with
         its bearer `token`), started; 422 naming what is wrong with the URL."""
-        scheme = urlsplit(url).scheme.lower()
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL": a [ without its ]
+            raise _unusable_url(f"not a URL: {exc}") from None
         try:
             if scheme in ("rtmp", "rtmps"):
                 output: Output = RtmpOutput(
