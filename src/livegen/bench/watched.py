@@ -29,9 +29,15 @@ from livegen.bench.driver import BenchFailed
 from livegen.bench.node import NodeProcess, counters_window
 from livegen.bench.peers import close_client, video_codec
 from livegen.bench.probe import LatencyProbe, summarize
+from livegen.config import OutputSettings
+from livegen.media.encoder import VideoEncoder
 from livegen.observability.latency import DEFAULT_WINDOW as LATENCY_WINDOW
+from livegen.rtc.aiortc_adapter import encode_with
+from livegen.rtc.sdp import codec_preferences
 from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack, now_ms
+
+PUBLISH_CODEC = "H264"
 
 CONNECT_TIMEOUT_S = 15.0
 FIRST_FRAME_TIMEOUT_S = 15.0
@@ -65,7 +71,12 @@ class WatchedStream:
                      WhipPublisher(node.url, name, http, preset=preset))
         try:
             async with asyncio.timeout(3 * CONNECT_TIMEOUT_S):
-                await stream.publisher.publish(stream.camera)
+                # H.264 with the node's own x264 settings, as OBS would send: aiortc's default
+                # VP8 encoder costs the bench several times more CPU per stream on 2 cores
+                transceiver = stream.publisher.pc.addTransceiver(stream.camera, direction="sendonly")
+                transceiver.setCodecPreferences(codec_preferences("video", [PUBLISH_CODEC]))
+                encode_with(transceiver.sender, VideoEncoder(PUBLISH_CODEC, OutputSettings()))
+                await stream.publisher.publish()
                 await stream.publisher.wait_connected(CONNECT_TIMEOUT_S)
                 stream.viewer = WhepViewer(node.url, name, http)
                 await stream.viewer.watch()
