@@ -13,7 +13,7 @@ import torch
 
 from livegen.config import EffectSpec, PresetSpec
 from livegen.effects import build_chain
-from livegen.effects.base import Frame
+from livegen.effects.base import EffectContext, Frame
 from livegen.engine.pipeline import StreamPipeline
 from livegen.engine.worker import DeviceWorker
 
@@ -51,11 +51,12 @@ def test_a_host_frame_never_counts_copies():
     assert frame.transfers == 0 and frame.mask.data_ptr() == torch.from_numpy(frame.mask_rgb).data_ptr()
 
 
-def _run(effects: list[dict], device_path: bool, frames: int = 4) -> tuple[StreamPipeline, list[av.VideoFrame]]:
+def _run(effects: list[dict], device_path: bool, frames: int = 4,
+         context: EffectContext | None = None) -> tuple[StreamPipeline, list[av.VideoFrame]]:
     outputs: list[av.VideoFrame] = []
     worker = DeviceWorker(torch.device("cpu"), shed=False)
     worker.device_path = device_path
-    chain = build_chain(PresetSpec(name="t", effects=[EffectSpec(**e) for e in effects]))
+    chain = build_chain(PresetSpec(name="t", effects=[EffectSpec(**e) for e in effects]), context)
     pipeline = StreamPipeline("cam", chain, outputs.append)
     worker.attach(pipeline)
     worker.start()
@@ -100,3 +101,22 @@ def test_a_device_path_chain_takes_two_copies_and_draws_what_the_host_path_draws
 def test_overlays_alone_stay_where_the_picture_is():
     pipeline, _ = _run([{"name": "overlays", "params": LOWER_THIRD}], device_path=True)
     assert pipeline.stats.snapshot()["device_copies_per_frame"]["p95"] == 0
+
+
+def test_a_generated_background_adds_one_small_copy(tmp_path):
+    from livegen.config import DiffusionSettings
+    from livegen.diffusion import tiny
+    from livegen.diffusion.generator import DiffusionGenerator
+
+    folder = tiny.build_folder(tmp_path / "tiny", seed=0)
+    generator = DiffusionGenerator(DiffusionSettings(model=str(folder), taesd=None, allow_cpu=True), torch.device("cpu"))
+    generator.load()
+    try:
+        effects = [{"name": "segmentation"}, {"name": "background", "params": {
+            "mode": "generated", "prompt": "a beach", "generation": {"size": 64, "steps": 1, "similarity": 1.0}}}]
+        pipeline, _ = _run(effects, device_path=True, frames=8, context=EffectContext(generator=generator))
+    finally:
+        generator.close()
+    stats = pipeline.stats.snapshot()
+    assert stats["degraded"].get("background_fallback", 0) < 8  # the scene was generated ...
+    assert stats["device_copies_per_frame"]["p95"] == 3  # ... with its working picture's one copy

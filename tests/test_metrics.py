@@ -388,7 +388,7 @@ def test_sampler_forgets_a_stream_it_has_not_seen_lately():
 
 # ---- alert rules and dashboard -----------------------------------------------------------------
 def test_alert_rules_pass_promtool_check_and_fire_on_synthetic_series():
-    assert "SUCCESS: 6 rules found" in run_promtool("check", "rules", RULES)
+    assert "SUCCESS: 7 rules found" in run_promtool("check", "rules", RULES)
     assert "SUCCESS" in run_promtool("test", "rules", RULE_TESTS)
 
 

@@ -195,6 +195,17 @@ class DiffusionSettings(_Section):
     """Prompt embeddings kept in memory; a prompt seen before swaps in without encoding."""
     max_batch: int = Field(8, ge=1, le=64)
     """Most frames (streams × steps) one UNet call may carry; larger groups are split."""
+    controlnet: str | None = None
+    """ControlNetModel for `controlnet: canny`: a folder (config.json + weights) or a Hugging Face
+    id already in the local cache, of diffusion.model's family (e.g.
+    thibaud/controlnet-sd21-canny-diffusers for sd-turbo); `livegen models pull ID` fetches one.
+    None: `controlnet: canny` is refused with 422."""
+    controlnet_depth: str | None = None
+    """ControlNetModel for `controlnet: depth` (e.g. thibaud/controlnet-sd21-depth-diffusers);
+    needs depth_model too. None: `controlnet: depth` is refused with 422."""
+    depth_model: str | None = None
+    """A transformers depth-estimation model (folder or cached id, e.g. Intel/dpt-hybrid-midas)
+    that makes the depth pictures for controlnet_depth."""
 
 
 class RelaySettings(_Section):

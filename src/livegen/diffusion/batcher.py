@@ -11,6 +11,18 @@ and prompt embeddings), one TAESD decode — and hands back this frame's output.
 calls every stream's `submit()` before the first `collect()` (the effects' prepare / apply
 split) gets cross-stream batches; one that does not still gets correct single-stream frames.
 
+Structure control (`GenerationParams.controlnet`) rides in the same UNet call. Each frame of a
+controlled stream gets its condition picture (`structure`: canny edges, depth), made for all
+streams of a kind and size at once, and every row of its stream batch carries the picture of
+the frame it came from (the in-flight slots keep theirs), so output i still shows input
+i − (steps − 1), now with that input's structure. A UNet call whose rows include a controlled
+stream first runs each ControlNet involved once on all its rows; a row's residuals are scaled
+by its stream's `controlnet_scale` — 0 for rows of streams without that ControlNet, whose
+residuals thus add exactly nothing — and added to the UNet's blocks. So streams with and
+without control, and with different scales, still share one UNet call (the price: ControlNet
+work on rows that discard it, small next to a second UNet call); a call without any controlled
+row runs no ControlNet.
+
 On CUDA the models run in fp16 and channels-last; `torch.compile` and CUDA graphs are opt-in
 and fall back to eager when they fail, and `path` says what actually runs. On the CPU the same
 code runs in fp32.
@@ -20,9 +32,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from livegen.diffusion.denoiser import (
@@ -40,60 +53,24 @@ from livegen.diffusion.schedule import (
     guidance_embedding,
     stream_timesteps,
 )
+from livegen.diffusion.structure import (
+    canny_on_device,
+    canny_on_host,
+    edges_to_condition,
+)
+from livegen.diffusion.unet import (
+    ControlInputs,
+    CudaGraphUnet,
+    StreamRows,
+    UnetCall,
+    control_inputs,
+    controlled_unet,
+)
 from livegen.effects.generation import GenerationParams
 from livegen.flow.ratelog import RateLimitedLog
+from livegen.media.convert import tensor_to_rgb
 
 log = logging.getLogger(__name__)
-
-UnetCall = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-Capture = Callable[[UnetCall, tuple[torch.Tensor, ...], int], tuple[Callable[[], None], torch.Tensor]]
-
-
-def capture_cuda_graph(call: UnetCall, static: tuple[torch.Tensor, ...], warmups: int) -> tuple[Callable[[], None], torch.Tensor]:
-    """Capture `call` on the static inputs as a CUDA graph: (replay, the static output)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmups):  # lazy init (cuDNN plans, allocator) outside the capture
-            call(*static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    # thread-local: the prompt thread may launch text-encoder work meanwhile
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        out = call(*static)
-    return graph.replay, out
-
-
-class CudaGraphUnet:
-    """The UNet replayed from a CUDA graph captured once per input shape: static buffers in, a
-    static buffer out. Every replay overwrites that buffer, so each call returns a copy: a batch
-    split into chunks replays one shape several times before its rows are joined."""
-
-    def __init__(self, call: UnetCall, warmups: int = 2, capture: Capture = capture_cuda_graph):
-        self._call = call
-        self._warmups = warmups
-        self._capture = capture
-        self._graphs: dict[tuple[Any, ...], tuple[Callable[[], None], tuple[torch.Tensor, ...], torch.Tensor]] = {}
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), tuple(emb.shape), x.dtype)
-        entry = self._graphs.get(key)
-        if entry is None:
-            static = (x.clone(), t.clone(), emb.clone())
-            replay, out = self._capture(self._call, static, self._warmups)
-            entry = self._graphs[key] = (replay, static, out)
-        replay, (sx, st, se), out = entry
-        sx.copy_(x)
-        st.copy_(t)
-        se.copy_(emb)
-        replay()
-        return out.clone()
-
-    @property
-    def shapes(self) -> int:
-        return len(self._graphs)
 
 
 class DenoisingBatcher:
@@ -119,14 +96,19 @@ class DenoisingBatcher:
         self.schedule = NoiseSchedule.from_config(models.scheduler_config)
         self.latent_channels = models.latent_channels
         self.channels_last = channels_last and device.type == "cuda"
-        for module in (models.unet, models.vae, models.text_encoder):
+        self.controlnets: dict[str, Any] = dict(models.controlnets)
+        """The ControlNets by the kind of condition they follow."""
+        self.depth = models.depth
+        for module in (models.unet, models.vae, models.text_encoder, *self.controlnets.values()):
             weight = next(module.parameters())
             if weight.device != device or weight.dtype != self.dtype:  # load() already placed them
                 module.to(device=device, dtype=self.dtype)
             module.eval().requires_grad_(False)
+        if self.depth is not None:
+            self.depth.to(device, self.dtype)
         if self.channels_last:
-            models.unet.to(memory_format=torch.channels_last)
-            models.vae.to(memory_format=torch.channels_last)
+            for module in (models.unet, models.vae, *self.controlnets.values()):
+                module.to(memory_format=torch.channels_last)
         self._prompt_cuda_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.prompts = PromptBank(self._encode_prompt, prompt_cache)
         self._pending: list[Ticket] = []
@@ -162,9 +144,10 @@ class DenoisingBatcher:
         layout = " channels-last" if self.channels_last else ""
         return f"{self.device.type} {dtype}{layout} {self._mode}"
 
-    def _eager_unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        cond = None if self._guidance is None else self._guidance.expand(x.shape[0], -1)
-        return self.models.unet(x, t, encoder_hidden_states=emb, timestep_cond=cond, return_dict=False)[0]
+    def _eager_unet(
+        self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, *controls: torch.Tensor, kinds: tuple[str, ...] = ()
+    ) -> torch.Tensor:
+        return controlled_unet(self.models.unet, self.controlnets, self._guidance, x, t, emb, *controls, kinds=kinds)
 
     def _try_compile(self) -> None:
         try:
@@ -179,19 +162,25 @@ class DenoisingBatcher:
         self._unet = self._eager
         self._mode = "eager"
 
-    def _call_unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _call_unet(
+        self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, controls: Sequence[ControlInputs] = ()
+    ) -> torch.Tensor:
+        """One UNet call (with the ControlNets of `controls` on the same rows first)."""
         self.unet_calls += 1
+        kinds = tuple(c.kind for c in controls)
+        inputs = (x, t, emb, *(tensor for c in controls for tensor in (c.images, c.scales)))
         if self._unet is self._eager:  # an eager failure is the UNet's own: no retry, no fallback
-            return self._eager(x, t, emb)
+            return self._eager(*inputs, kinds=kinds)
         try:
-            return self._unet(x, t, emb)
+            return self._unet(*inputs, kinds=kinds)
         except Exception as exc:  # a compile or capture failure shows on first use of a shape
             self._fall_back(f"{self._mode} UNet failed ({type(exc).__name__}: {exc}); running eager")
-            return self._eager_unet(x, t, emb)
+            return self._eager_unet(*inputs, kinds=kinds)
 
     def warmup(self, size: tuple[int, int] = (512, 512), batch_sizes: tuple[int, ...] = (1,)) -> float:
-        """Run the UNet and TAESD once per batch size at `size` (compiles / captures now, not on
-        a viewer's first frame); seconds taken. A failing speed-up falls back here."""
+        """Run the UNet (alone and with each ControlNet) and TAESD once per batch size at `size`
+        (compiles / captures now, not on a viewer's first frame); seconds taken. A failing
+        speed-up falls back here."""
         started = time.perf_counter()
         width, height = size
         emb = torch.zeros(1, 77, self.models.embedding_dim, device=self.device, dtype=self.dtype)
@@ -200,8 +189,14 @@ class DenoisingBatcher:
                 x = torch.zeros(batch, self.latent_channels, height // LATENT_SCALE, width // LATENT_SCALE,
                                 device=self.device, dtype=self.dtype)
                 t = torch.full((batch,), 500, device=self.device, dtype=torch.long)
-                self._call_unet(x, t, emb.expand(batch, -1, -1))
-                self.decode(self.encode(torch.zeros(batch, 3, height, width, device=self.device, dtype=self.dtype)))
+                images = torch.zeros(batch, 3, height, width, device=self.device, dtype=self.dtype)
+                for kind in (None, *self.controlnets):
+                    controls = [] if kind is None else control_inputs([StreamRows(batch, kind, 1.0, images)],
+                                                                      self.device, self.dtype)
+                    self._call_unet(x, t, emb.expand(batch, -1, -1), controls)
+                if self.depth is not None:
+                    self.depth(images)
+                self.decode(self.encode(images))
         self._sync()
         return time.perf_counter() - started
 
@@ -248,8 +243,9 @@ class DenoisingBatcher:
     def forget(self, denoiser: StreamDenoiser) -> None:
         self._pending = [t for t in self._pending if t.denoiser is not denoiser]
 
-    def submit(self, denoiser: StreamDenoiser, image: torch.Tensor) -> Ticket:
-        ticket = Ticket(denoiser, image)
+    def submit(self, denoiser: StreamDenoiser, image: torch.Tensor, picture: np.ndarray | None = None) -> Ticket:
+        """Queue `image` ((3, h, w) on the device; `picture`: the same on the host, if at hand)."""
+        ticket = Ticket(denoiser, image, picture=picture)
         self._pending.append(ticket)
         return ticket
 
@@ -283,7 +279,7 @@ class DenoisingBatcher:
             for ticket, _ in ready:
                 ticket.done, ticket.output = True, None
                 ticket.notes.add("diffusion_out_of_memory")
-                ticket.denoiser.inflight = None
+                ticket.denoiser.inflight = ticket.denoiser.inflight_control = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -299,6 +295,8 @@ class DenoisingBatcher:
                 for row, (ticket, _) in enumerate(group):
                     latents[id(ticket)] = encoded[row : row + 1]
             started = self._timed("taesd_encode", started)
+            if self._condition([ticket for ticket, _ in ready]):
+                started = self._timed("control", started)
             finals: list[tuple[Ticket, torch.Tensor]] = []
             for group in groups.values():
                 finals += self._denoise_group([(t, e, latents[id(t)]) for t, e in group])
@@ -315,9 +313,34 @@ class DenoisingBatcher:
                     ticket.done = True
             self._timed("taesd_decode", started)
 
+    def _condition(self, tickets: list[Ticket]) -> bool:
+        """Each controlled stream's condition picture for this frame (`Ticket.control`), made in
+        one call per kind and size (see `structure`); False when no stream follows one."""
+        groups: dict[tuple[str, tuple[int, ...]], list[Ticket]] = {}
+        for ticket in tickets:
+            kind = ticket.denoiser.control_kind
+            if kind is None:
+                continue
+            if kind not in self.controlnets:  # configured but failed to load: run without
+                ticket.notes.add("controlnet_unavailable")
+                continue
+            groups.setdefault((kind, tuple(ticket.image.shape)), []).append(ticket)  # type: ignore[union-attr]
+        for (kind, _), group in groups.items():
+            if kind == "canny" and self.device.type == "cpu":  # OpenCV on the host picture beats torch there
+                for ticket in group:
+                    picture = ticket.picture if ticket.picture is not None else tensor_to_rgb(ticket.image)  # type: ignore[arg-type]
+                    ticket.control = edges_to_condition(canny_on_host(picture), self.device, self.dtype)
+                continue
+            images = torch.stack([ticket.image for ticket in group])  # type: ignore[misc]
+            made = canny_on_device(images) if kind == "canny" else self.depth(images)  # type: ignore[misc]
+            for row, ticket in enumerate(group):
+                ticket.control = made[row]
+        return bool(groups)
+
     def _denoise_group(self, items: list[tuple[Ticket, torch.Tensor, torch.Tensor]]) -> list[tuple[Ticket, torch.Tensor]]:
         """One UNet call (split at `max_batch` rows) for denoisers whose latents share a size."""
-        rows_x, rows_t, rows_e, spans = [], [], [], []
+        rows: list[tuple[Ticket, torch.Tensor, torch.Tensor]] = []  # (ticket, embeddings, the stream's rows)
+        streams: list[StreamRows] = []  # the same rows as the ControlNets see them
         for ticket, embeddings, latent in items:
             denoiser = ticket.denoiser
             c, noise = denoiser.coefficients, denoiser.noise
@@ -325,29 +348,40 @@ class DenoisingBatcher:
             if denoiser.last_latent is not None and denoiser.params.feedback > 0:
                 latent = torch.lerp(latent, denoiser.last_latent, denoiser.params.feedback)
             first = c.noised(latent, noise[0:1], slice(0, 1))
+            control = None if ticket.control is None else ticket.control[None]
+            kind, scale = denoiser.control_kind, denoiser.params.controlnet_scale
             if denoiser.inflight is None and denoiser.params.steps > 1:
-                denoiser.inflight = self._prime(first, embeddings, c, noise)
+                priming = control_inputs([StreamRows(1, kind, scale, control)], self.device, self.dtype)
+                denoiser.inflight = self._prime(first, embeddings, c, noise, priming)
+                if control is not None:  # every primed slot holds the first frame
+                    denoiser.inflight_control = control.expand(denoiser.inflight.shape[0], -1, -1, -1)
                 denoiser.primes += 1
             batch = first if denoiser.inflight is None else torch.cat([first, denoiser.inflight])
-            rows_x.append(batch)
-            rows_t.append(c.timesteps)
-            rows_e.append(embeddings.expand(batch.shape[0], -1, -1))
-            spans.append(batch.shape[0])
-        x, t, e = torch.cat(rows_x), torch.cat(rows_t), torch.cat(rows_e)
-        outputs = [
-            self._call_unet(x[i : i + self.max_batch], t[i : i + self.max_batch], e[i : i + self.max_batch])
-            for i in range(0, x.shape[0], self.max_batch)
-        ]
+            if control is not None and denoiser.inflight is not None:
+                control = torch.cat([control, denoiser.inflight_control])  # type: ignore[list-item]
+            rows.append((ticket, embeddings.expand(batch.shape[0], -1, -1), batch))
+            streams.append(StreamRows(batch.shape[0], kind, scale, control))
+        x = torch.cat([batch for _, _, batch in rows])
+        t = torch.cat([ticket.denoiser.coefficients.timesteps for ticket, _, _ in rows])  # type: ignore[union-attr]
+        e = torch.cat([embeddings for _, embeddings, _ in rows])
+        controls = control_inputs(streams, self.device, self.dtype)
+        outputs = []
+        for i in range(0, x.shape[0], self.max_batch):
+            chunk = slice(i, i + self.max_batch)  # a chunk without a kind's rows skips that ControlNet
+            outputs.append(self._call_unet(x[chunk], t[chunk], e[chunk],
+                                           [c.rows(chunk) for c in controls if any(c.followed[chunk])]))
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         finals, offset = [], 0
-        for (ticket, _, _), span in zip(items, spans, strict=True):
+        for (ticket, _, batch), stream in zip(rows, streams, strict=True):
             denoiser = ticket.denoiser
             c, noise = denoiser.coefficients, denoiser.noise
             assert c is not None and noise is not None
+            span = batch.shape[0]
             clean = c.clean(x[offset : offset + span], output[offset : offset + span])
             offset += span
             if span > 1:  # every slot but the last moves one step on, re-noised with the stream's noise
                 denoiser.inflight = c.noised(clean[:-1], noise[1:], slice(1, None))
+                denoiser.inflight_control = None if stream.conditions is None else stream.conditions[:-1]
             final = clean[-1:]
             if denoiser.last_latent is not None and denoiser.params.smoothing > 0:
                 final = torch.lerp(final, denoiser.last_latent, denoiser.params.smoothing)
@@ -356,25 +390,27 @@ class DenoisingBatcher:
         return finals
 
     def _prime(
-        self, first: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor
+        self, first: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor,
+        controls: Sequence[ControlInputs] = (),
     ) -> torch.Tensor:
         """Slots 1 … steps−1 filled with the first frame at those steps (one UNet call each)."""
         states, x = [], first
         for k in range(noise.shape[0] - 1):
-            clean = c.clean(x, self._call_unet(x, c.timesteps[k : k + 1], embeddings), slice(k, k + 1))
+            clean = c.clean(x, self._call_unet(x, c.timesteps[k : k + 1], embeddings, controls), slice(k, k + 1))
             x = c.noised(clean, noise[k + 1 : k + 2], slice(k + 1, k + 2))
             states.append(x)
         return torch.cat(states)
 
     def denoise(
-        self, latent: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor
+        self, latent: torch.Tensor, embeddings: torch.Tensor, c: StepCoefficients, noise: torch.Tensor,
+        controls: Sequence[ControlInputs] = (),
     ) -> torch.Tensor:
-        """A clean latent from `latent` through every step one at a time: the reference that
-        the denoiser's batch must match, and the way a still scene is made."""
+        """A clean latent from `latent` through every step one at a time (under `controls`, one
+        row): the reference that the denoiser's batch must match, and the way a still scene is made."""
         x = c.noised(latent, noise[0:1], slice(0, 1))
         steps = noise.shape[0]
         for k in range(steps):
-            clean = c.clean(x, self._call_unet(x, c.timesteps[k : k + 1], embeddings), slice(k, k + 1))
+            clean = c.clean(x, self._call_unet(x, c.timesteps[k : k + 1], embeddings, controls), slice(k, k + 1))
             if k + 1 < steps:
                 x = c.noised(clean, noise[k + 1 : k + 2], slice(k + 1, k + 2))
         return clean

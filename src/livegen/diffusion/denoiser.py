@@ -13,8 +13,12 @@ Outputs 0 … steps−1 all show input 0; from then on output i shows input i �
 
 The noise is fixed per stream (from `seed`, optionally blended with `seed2`), which keeps the
 picture steady from frame to frame. A parameter change other than the prompt (steps, strength,
-seed, size) takes effect at the next frame boundary and re-primes; the last output is kept for
-reuse meanwhile. Prompts swap through `prompts.Conditioning` without re-priming.
+seed, size, the kind of `controlnet`) takes effect at the next frame boundary and re-primes; the
+last output is kept for reuse meanwhile. Prompts swap through `prompts.Conditioning` and
+`controlnet_scale` is read every frame, both without re-priming.
+
+With a ControlNet (`params.controlnet`), each in-flight slot keeps the condition picture of the
+frame it holds (`inflight_control`), so every step of a frame follows that frame's structure.
 
 The denoiser reaches the `DenoisingBatcher` that runs it through the `Batcher` protocol below,
 so this module does not import the batcher (which imports it to open denoisers).
@@ -75,6 +79,10 @@ class Ticket:
     done: bool = False
     skipped: bool = False
     notes: set[str] = field(default_factory=set)
+    picture: np.ndarray | None = None
+    """The same picture as (h, w, 3) uint8 on the host, where a CPU node makes its canny edges."""
+    control: torch.Tensor | None = None
+    """(3, h, w) condition picture for the stream's ControlNet, set by the batcher."""
 
 
 class Batcher(Protocol):
@@ -86,7 +94,7 @@ class Batcher(Protocol):
     schedule: NoiseSchedule
     prompts: PromptBank
 
-    def submit(self, denoiser: StreamDenoiser, image: torch.Tensor) -> Ticket: ...
+    def submit(self, denoiser: StreamDenoiser, image: torch.Tensor, picture: np.ndarray | None = None) -> Ticket: ...
 
     def collect(self, ticket: Ticket) -> torch.Tensor | None: ...
 
@@ -109,6 +117,7 @@ class StreamDenoiser:
         self.coefficients: StepCoefficients | None = None
         self.noise: torch.Tensor | None = None  # (steps, C, h, w)
         self.inflight: torch.Tensor | None = None  # (steps − 1, C, h, w): slot k + 1 at row k
+        self.inflight_control: torch.Tensor | None = None  # (steps − 1, 3, h, w): their condition pictures
         self.last_latent: torch.Tensor | None = None  # (1, C, h, w), the last clean output latent
         self.last_output: torch.Tensor | None = None  # (3, h, w) in [0, 1]
         self.frames_in = 0
@@ -119,6 +128,11 @@ class StreamDenoiser:
     @staticmethod
     def _prompt_request(prompt: str, params: GenerationParams) -> PromptRequest:
         return PromptRequest(prompt, params.prompt2, params.prompt_weight)
+
+    @property
+    def control_kind(self) -> str | None:
+        """What the stream's ControlNet follows ("canny", "depth"), or None."""
+        return None if self.params.controlnet == "none" else self.params.controlnet
 
     @property
     def delay_frames(self) -> int:
@@ -140,7 +154,7 @@ class StreamDenoiser:
         with self._lock:
             params, self._next_params = self._next_params, None
         if params is not None:
-            geometry = ("steps", "strength", "seed", "seed2", "seed_weight", "size")
+            geometry = ("steps", "strength", "seed", "seed2", "seed_weight", "size", "controlnet")
             if any(getattr(params, k) != getattr(self.params, k) for k in geometry):
                 self.size = None  # re-derive noise and coefficients, re-prime
             self.params = params
@@ -156,16 +170,19 @@ class StreamDenoiser:
         self.coefficients = batcher.schedule.coefficients(timesteps, batcher.device, batcher.dtype)
         shape = (p.steps, batcher.latent_channels, size[1] // LATENT_SCALE, size[0] // LATENT_SCALE)
         self.noise = seeded_noise(p.seed, shape, p.seed2, p.seed_weight).to(batcher.device, batcher.dtype)
-        self.inflight = None
+        self.inflight = self.inflight_control = None
         self.last_latent = None
         self.filter.reset()
+
+    def shrink(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 → (h, w, 3) uint8 at the working size, on the host."""
+        width, height = self.size  # type: ignore[misc]
+        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
     def prepare_input(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 → (3, h, w) float in [0, 1] at the working size on the device. The
         picture shrinks on the host first, so only the small one crosses to the GPU."""
-        width, height = self.size  # type: ignore[misc]
-        small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        return rgb_to_tensor(small, self.batcher.device, self.batcher.dtype)
+        return rgb_to_tensor(self.shrink(rgb), self.batcher.device, self.batcher.dtype)
 
     def submit(self, rgb: np.ndarray, *, reuse: bool = False) -> Ticket:
         """Hand the frame `rgb` to the batcher; `Ticket.output` after `batcher.collect(ticket)`.
@@ -181,7 +198,8 @@ class StreamDenoiser:
             self.frames_skipped += 1
             notes = {"diffusion_reused" if reuse else "diffusion_similar"}
             return Ticket(self, None, self.last_output, done=True, skipped=True, notes=notes)
-        return self.batcher.submit(self, self.prepare_input(rgb))
+        small = self.shrink(rgb)
+        return self.batcher.submit(self, rgb_to_tensor(small, self.batcher.device, self.batcher.dtype), small)
 
     def process(self, rgb: np.ndarray, *, reuse: bool = False) -> torch.Tensor | None:
         """One frame through the denoiser on its own: (3, h, w) in [0, 1], or None before the
@@ -190,4 +208,4 @@ class StreamDenoiser:
 
     def close(self) -> None:
         self.batcher.forget(self)
-        self.inflight = self.noise = self.last_latent = self.last_output = None
+        self.inflight = self.inflight_control = self.noise = self.last_latent = self.last_output = None

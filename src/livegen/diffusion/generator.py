@@ -13,6 +13,10 @@ show their fallback.
   the real person over, or the whole picture the `stylize` effect shows;
 - `scene` mode: one still per (prompt, seed, size, steps) made from noise and reused (cheapest);
   stills are shared by every stream that asks for the same one.
+
+Structure control (`controlnet: canny | depth`) needs the node's ControlNet for that kind: a
+scene that asks for one the settings do not name, or one that failed to load, is refused with a
+422 that names the setting (`check_control`). Its parameters retune live like the others.
 """
 
 from __future__ import annotations
@@ -30,9 +34,16 @@ import torch.nn.functional as F
 from livegen.config import DiffusionSettings
 from livegen.diffusion.batcher import DenoisingBatcher
 from livegen.diffusion.denoiser import StreamDenoiser, Ticket, working_size
-from livegen.diffusion.models import DiffusionModels, MissingModel, ModelSpec, load
+from livegen.diffusion.models import (
+    CONTROL_SETTINGS,
+    DiffusionModels,
+    MissingModel,
+    ModelSpec,
+    load,
+)
 from livegen.effects.base import check_params
 from livegen.effects.generation import GenerationParams, SceneParams
+from livegen.errors import Unprocessable
 from livegen.media.convert import tensor_to_rgb
 
 log = logging.getLogger(__name__)
@@ -68,10 +79,15 @@ class DiffusionScene:
             self._denoiser = self.generator.open_denoiser(self.prompt, self.params)
         return self._denoiser
 
+    def check(self, params: Mapping[str, Any]) -> SceneParams:
+        """`params` checked as `update` would take them (`Unprocessable` naming what is wrong);
+        no device work, so an effect may ask on the event loop before it retunes."""
+        return self.generator.check(params)
+
     def update(self, prompt: str | None = None, params: Mapping[str, Any] | None = None) -> None:
         """Change the prompt / parameters without a new scene: the video keeps running on the
         old ones until the new prompt is encoded (any thread)."""
-        checked = check_params(SceneParams, params, "generated") if params is not None else None
+        checked = self.check(params) if params is not None else None
         if self._denoiser is not None:
             self._denoiser.update(prompt, checked)
         if prompt is not None:
@@ -89,7 +105,12 @@ class DiffusionScene:
     def _submit(self, frame: Any) -> Ticket:
         denoiser = self._denoiser
         assert denoiser is not None
-        return denoiser.submit(frame.source, reuse=bool(getattr(frame, "over_budget", False)))
+        ticket = denoiser.submit(frame.source, reuse=bool(getattr(frame, "over_budget", False)))
+        if not ticket.skipped and getattr(frame, "device_path", False):
+            # the working-size picture (shrunk on the host) crossed to the device in prepare,
+            # before the mask exists: one small copy, so every stream's frame joins one UNet call
+            frame.transfers += 1
+        return ticket
 
     def background(self, frame: Any) -> np.ndarray | torch.Tensor | None:
         self.notes = set()
@@ -130,6 +151,8 @@ class DiffusionGenerator:
         self._loader: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stills: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
+        self.spec = ModelSpec.from_settings(settings)
+        """What `load()` loads, the control parts included."""
         if not settings.enabled:
             self._reason = "diffusion is disabled (diffusion.enabled: false)"
         elif device.type != "cuda" and not settings.allow_cpu:
@@ -156,6 +179,8 @@ class DiffusionGenerator:
             "path": batcher.path if batcher else None,
             "fallbacks": list(batcher.fallbacks) if batcher else [],
             "unet_calls": batcher.unet_calls if batcher else 0,
+            "controlnets": sorted(batcher.controlnets) if batcher else [],
+            "control_missing": dict(batcher.models.control_missing) if batcher else {},
         }
 
     def load(self) -> None:
@@ -165,7 +190,7 @@ class DiffusionGenerator:
             return
         try:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            models = self._models or load(ModelSpec.from_settings(settings), self.device, dtype)
+            models = self._models or load(self.spec, self.device, dtype)
             batcher = DenoisingBatcher(
                 models, self.device, dtype=dtype, compile=settings.compile, cuda_graphs=settings.cuda_graphs,
                 channels_last=settings.channels_last, max_batch=settings.max_batch,
@@ -192,7 +217,43 @@ class DiffusionGenerator:
 
     def scene(self, prompt: str, params: Mapping[str, Any]) -> DiffusionScene:
         """A scene for one stream; the effects have checked the prompt, `params` are checked here."""
-        return DiffusionScene(self, prompt, check_params(SceneParams, params, "generated"))
+        return DiffusionScene(self, prompt, self.check(params))
+
+    def check(self, params: Mapping[str, Any] | None) -> SceneParams:
+        """`params` as `SceneParams`, and their ControlNet available here; else `Unprocessable`
+        naming the field under `generated.` (no device work)."""
+        checked = check_params(SceneParams, params, "generated")
+        self.check_control(checked)
+        return checked
+
+    def control_unavailable(self, kind: str) -> str | None:
+        """Why this node cannot follow `kind` ("canny", "depth") with a ControlNet, or None.
+        Judged from the settings until the models are loaded, then from what loaded."""
+        spec = self.spec
+        if kind == "none":
+            return None
+        example = {"canny": "thibaud/controlnet-sd21-canny-diffusers", "depth": "thibaud/controlnet-sd21-depth-diffusers"}
+        setting = CONTROL_SETTINGS[kind]
+        if spec.controlnet_for(kind) is None:
+            return (f"controlnet {kind!r} needs a ControlNet model and {setting} is not set: set it to a folder or cached "
+                    f"Hugging Face id of a {kind} ControlNetModel for the model's family (e.g. {example[kind]} for "
+                    f"sd-turbo; `livegen models pull ID` fetches one)")
+        if kind == "depth" and spec.depth_model is None:
+            return ("controlnet 'depth' needs a depth estimator on this machine and diffusion.depth_model is not set: "
+                    "set it to a folder or cached id of a transformers depth model (e.g. Intel/dpt-hybrid-midas or "
+                    "depth-anything/Depth-Anything-V2-Small-hf; `livegen models pull ID` fetches one)")
+        batcher = self.batcher
+        if batcher is not None and kind not in batcher.controlnets:
+            reason = batcher.models.control_missing.get(kind, "it did not load")
+            return f"controlnet {kind!r} is unavailable on this node: {reason}"
+        return None
+
+    def check_control(self, params: GenerationParams) -> None:
+        """`Unprocessable` when `params` ask for a ControlNet this node does not have."""
+        reason = self.control_unavailable(params.controlnet)
+        if reason is not None:
+            raise Unprocessable(f"invalid parameters: generated.controlnet: {reason}",
+                                errors=[{"field": "controlnet", "message": reason}])
 
     def open_denoiser(self, prompt: str, params: GenerationParams) -> StreamDenoiser | None:
         """A denoiser on this device's batcher; None while there is no batcher."""

@@ -5,6 +5,12 @@ and `sd15` copy the real architectures' hyperparameters, so a GPU bench measures
 with random weights (latency does not depend on weight values). `save_models` writes them in the
 same diffusers layout a real model has, so tests go through the real loading code.
 
+A ControlNet (`build_controlnet`) is the real `ControlNetModel`, made from the UNet's
+architecture as diffusers does, with its zero-initialised output layers randomised too (else a
+fresh ControlNet changes nothing); a depth estimator (`build_depth_model`) is a toy transformers
+DPT. `build_folder(controlnet=True, depth=True)` writes them beside the model, where
+`control_folders` finds them.
+
 The tokenizer is a byte-level CLIP BPE with every single byte (plain and word-final) and a few
 merges, written as vocab.json + merges.txt: it tokenizes any text, which is all a random-weight
 model needs.
@@ -177,7 +183,72 @@ def save_models(models: DiffusionModels, folder: Path, taesd_folder: Path | None
     return folder
 
 
-def build_folder(folder: Path, architecture: str = "tiny", seed: int = 0, separate_taesd: bool = False) -> Path:
-    """A random-weight model saved to `folder` (TAESD in `folder`/../taesd when `separate_taesd`)."""
+def build_folder(folder: Path, architecture: str = "tiny", seed: int = 0, separate_taesd: bool = False,
+                 controlnet: bool = False, depth: bool = False) -> Path:
+    """A random-weight model saved to `folder` (TAESD in `folder`-taesd when `separate_taesd`);
+    with `controlnet` a canny ControlNet of the UNet's architecture, with `depth` a depth
+    ControlNet and a depth estimator, in the folders `control_folders(folder)` names."""
     models = build_models(architecture, seed, tokenizer_dir=folder / "tokenizer")
-    return save_models(models, folder, folder.parent / f"{folder.name}-taesd" if separate_taesd else None)
+    save_models(models, folder, folder.parent / f"{folder.name}-taesd" if separate_taesd else None)
+    places = control_folders(folder)
+    if controlnet:
+        build_controlnet(models.unet, seed + 1).save_pretrained(places["controlnet"])
+    if depth:
+        build_controlnet(models.unet, seed + 2).save_pretrained(places["controlnet_depth"])
+        save_depth_model(build_depth_model(seed + 3), places["depth_model"])
+    return folder
+
+
+def control_folders(folder: Path) -> dict[str, Path]:
+    """Where `build_folder` puts the control parts of the model in `folder`, by `ModelSpec` field."""
+    return {name: folder.parent / f"{folder.name}-{name.replace('_', '-')}"
+            for name in ("controlnet", "controlnet_depth", "depth_model")}
+
+
+def build_controlnet(unet: Any, seed: int = 1, std: float = 0.1) -> Any:
+    """A random-weight `ControlNetModel` that fits `unet` (diffusers' `from_unet`), its
+    zero-initialised output convolutions drawn from N(0, `std`) so that it really steers."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    channels = unet.config.block_out_channels
+    # the condition encoder shrinks the picture 8× (to the latent size) in four stages, as the
+    # real one; a toy UNet gets toy widths
+    embedding = (16, 32, 96, 256) if channels[0] >= 320 else (8, 16, 16, 16)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=embedding,
+                                           load_weights_from_unet=False)
+    for block in (*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out):
+        for parameter in block.parameters():
+            torch.nn.init.normal_(parameter, std=std)
+    return controlnet.eval().requires_grad_(False)
+
+
+DEPTH_INPUT = 32
+"""The toy depth estimator's square input size (pixels)."""
+
+
+def build_depth_model(seed: int = 3) -> Any:
+    """A toy transformers DPT depth estimator with random weights."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    torch.manual_seed(seed)
+    config = DPTConfig(image_size=DEPTH_INPUT, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=32, backbone_out_indices=[0, 1],
+                       neck_hidden_sizes=[8, 16], reassemble_factors=[2, 1], fusion_hidden_size=8,
+                       head_in_index=-1, is_hybrid=False)
+    model = DPTForDepthEstimation(config)
+    # transformers' small initialisation makes a toy DPT predict a flat picture: He-initialise
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            torch.nn.init.normal_(module.weight, std=(2.0 / module.weight[0].numel()) ** 0.5)
+    return model.eval().requires_grad_(False)
+
+
+def save_depth_model(model: Any, folder: Path) -> Path:
+    """`model` and the preprocessor_config.json the loader reads its input size from."""
+    model.save_pretrained(folder)
+    preprocessor = {"image_processor_type": "DPTImageProcessor", "size": {"height": DEPTH_INPUT, "width": DEPTH_INPUT},
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor), encoding="utf-8")
+    return folder

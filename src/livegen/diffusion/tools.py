@@ -3,21 +3,29 @@
 `pull` is the one place livegen downloads a model, and only when a user asks for it: it fills
 the Hugging Face cache with the parts the diffusion stage loads (configs, tokenizer,
 half-precision weights where the repository has them), so a node configured with that id then
-finds it offline.
+finds it offline. It takes a diffusion model (pipeline layout, pulled with its TAESD), a
+ControlNet or a depth estimator (one model at the repository root, like TAESD) and says which
+setting to point at it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from livegen.diffusion.models import (
     COMPONENTS,
+    CONTROL_SETTINGS,
+    DEPTH_LAYOUT,
     MissingModel,
     ModelSpec,
+    folder_bytes,
     hub_cache,
     locate,
+    locate_controlnet,
+    resolve,
 )
 
 WANTED = (*[f"{name}/*.json" for name in COMPONENTS], "tokenizer/*.txt", "model_index.json", "*.json")
@@ -38,7 +46,9 @@ def _weight_patterns(files: list[str]) -> list[str]:
             [f for f in files if f.startswith(part + "/") and f.count("/") == 1 and f.endswith(".safetensors")]
         )
     if "model_index.json" not in files and "config.json" in files:  # one model, not a pipeline
-        patterns += preferred([f for f in files if "/" not in f and f.endswith(".safetensors")])
+        root = [f for f in files if "/" not in f]
+        patterns += preferred([f for f in root if f.endswith(".safetensors")]
+                              or [f for f in root if f.endswith(".bin")])
     return patterns
 
 
@@ -53,30 +63,54 @@ def pull(model_id: str, cache_dir: Path | None = None, log=print) -> Path:
 
 
 def add_models_arguments(parser: argparse.ArgumentParser) -> None:
-    """`livegen models pull ID [--cache-dir DIR] [--no-taesd]`."""
+    """`livegen models pull ID [--cache-dir DIR] [--taesd ID]`."""
     commands = parser.add_subparsers(dest="models_command", required=True, metavar="command")
-    pull_parser = commands.add_parser("pull", help="download a diffusion model into the Hugging Face cache")
-    pull_parser.add_argument("model_id", help="Hugging Face id, e.g. stabilityai/sd-turbo")
-    pull_parser.add_argument("--taesd", default="madebyollin/taesd", help="tiny autoencoder to pull too ('' for none)")
+    pull_parser = commands.add_parser(
+        "pull", help="download a diffusion model, a ControlNet or a depth model into the Hugging Face cache"
+    )
+    pull_parser.add_argument("model_id", help="Hugging Face id, e.g. stabilityai/sd-turbo or "
+                                              "thibaud/controlnet-sd21-canny-diffusers")
+    pull_parser.add_argument("--taesd", default="madebyollin/taesd",
+                             help="tiny autoencoder to pull with a diffusion model ('' for none)")
     pull_parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: the hub's)")
+
+
+def _setting_for(model_id: str, folder: Path) -> str | None:
+    """Which setting names `model_id`, pulled into `folder`, when it is a single model: a
+    ControlNet (for canny, unless its id says depth) or a depth estimator; None for a diffusion
+    model (a pipeline)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if config.get("_class_name") == "ControlNetModel":
+        return "diffusion.controlnet_depth" if "depth" in model_id.lower() else "diffusion.controlnet"
+    if any(name.endswith("ForDepthEstimation") for name in config.get("architectures") or ()):
+        return "diffusion.depth_model"
+    return None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     if args.models_command != "pull":
         return 2
     try:
-        for model_id in filter(None, (args.model_id, args.taesd)):
-            folder = pull(model_id, args.cache_dir)
-            print(f"{model_id}: {folder}")
-        if args.taesd is not None:
+        folder = pull(args.model_id, args.cache_dir)
+        print(f"{args.model_id}: {folder}")
+        setting = _setting_for(args.model_id, folder)
+        if setting in ("diffusion.controlnet", "diffusion.controlnet_depth"):
+            locate_controlnet(str(folder), args.cache_dir, setting)
+        elif setting is None:
+            if args.taesd:
+                print(f"{args.taesd}: {pull(args.taesd, args.cache_dir)}")
             locate(ModelSpec(args.model_id, args.taesd or None, args.cache_dir))
+            setting = "diffusion.model"
     except MissingModel as exc:
         print(f"livegen models pull: downloaded, but the model is incomplete: {exc.detail}")
         return 1
     except Exception as exc:  # network, unknown repository, gated model …
         print(f"livegen models pull: {type(exc).__name__}: {exc}")
         return 1
-    print("done: set diffusion.model to the id (the node finds it offline)")
+    print(f"done: set {setting} to the id (the node finds it offline)")
     return 0
 
 
@@ -126,8 +160,9 @@ def doctor_lines(settings: Any, generator: Any | None = None) -> list[str]:
         f"CUDA graphs {settings.cuda_graphs}; allow_cpu {settings.allow_cpu}",
         f"hf cache    {hub_cache(settings.cache_dir)} (offline: nothing is downloaded at run time)",
     ]
+    spec = ModelSpec.from_settings(settings)
     try:
-        folders = locate(ModelSpec.from_settings(settings))
+        folders = locate(spec)
     except MissingModel as exc:
         lines.append(f"model       MISSING: {exc.detail}")
     else:
@@ -135,10 +170,31 @@ def doctor_lines(settings: Any, generator: Any | None = None) -> list[str]:
         parts = ", ".join(f"{name} {_mib(size)}" for name, size in sizes.items())
         lines.append(f"model       found at {folders.root}: {parts}; total {_mib(sum(sizes.values()))}")
         lines.append(f"taesd       {folders.taesd}{' (the model vae/)' if folders.taesd_inside else ''}")
+    lines += _control_lines(spec)
     if generator is not None:
         state = generator.describe()
         lines.append(f"diffusion   path {state['path'] or '–'}; reason off: {state['reason'] or 'none'}"
                      + (f"; fallbacks: {'; '.join(state['fallbacks'])}" if state["fallbacks"] else ""))
+    return lines
+
+
+def _control_lines(spec: ModelSpec) -> list[str]:
+    """Doctor lines for the structure-control parts that are configured."""
+    parts = [(setting, spec.controlnet_for(kind), "controlnet") for kind, setting in CONTROL_SETTINGS.items()]
+    parts.append(("diffusion.depth_model", spec.depth_model, "depth"))
+    lines = []
+    for setting, ref, label in parts:
+        if ref is None:
+            continue
+        try:
+            if label == "depth":
+                folder = resolve(ref, spec.cache_dir, f"depth model ({setting})", DEPTH_LAYOUT)
+            else:
+                folder = locate_controlnet(ref, spec.cache_dir, setting)
+        except MissingModel as exc:
+            lines.append(f"{label:<12}{setting}: MISSING: {exc.detail}")
+        else:
+            lines.append(f"{label:<12}{setting}: found at {folder} ({_mib(folder_bytes(folder))})")
     return lines
 
 

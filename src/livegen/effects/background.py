@@ -292,7 +292,11 @@ class BackgroundEffect(Effect):
             return False
         if params.mode == "generated" and (params.prompt, params.scene_settings) != (old.prompt, old.scene_settings):
             # without a scene, rebuilding is what checks the new settings (a 422 on any node)
-            return self._scene is not None and hasattr(self._scene, "update")
+            if self._scene is None or not hasattr(self._scene, "update"):
+                return False
+            if hasattr(self._scene, "check"):  # a 422 here, on the loop, not an error on the worker
+                self._scene.check(params.scene_settings)
+            return True
         return True  # blur, colours: read per frame (the backdrop cache is keyed by them)
 
     def retune(self, params: BackgroundParams) -> None:  # type: ignore[override]

@@ -39,6 +39,14 @@ class GenerationParams(EffectParams):
     """Frames at least this similar to the last processed one reuse its output; 1.0: never skip."""
     max_skip: int = Field(10, ge=0, le=1000)
     """At most this many frames in a row are skipped as similar."""
+    controlnet: Literal["none", "canny", "depth"] = "none"
+    """Structure control: a ControlNet keeps the camera picture's edges (`canny`) or depth
+    (`depth`) in the generated one. Needs the node's ControlNet for that kind (the settings
+    `diffusion.controlnet`, or `diffusion.controlnet_depth` and `diffusion.depth_model`); a
+    node without it answers 422. Changing it re-primes the stream."""
+    controlnet_scale: float = Field(0.8, ge=0.0, le=2.0)
+    """How strongly the ControlNet steers (its residuals' weight); 0 is the same as no control.
+    Read every frame: changing it does not re-prime."""
 
     @model_validator(mode="after")
     def _blends(self) -> GenerationParams:
@@ -54,3 +62,10 @@ class SceneParams(GenerationParams):
 
     mode: Literal["background", "scene"] = "background"
     """background: img2img on every camera frame; scene: one still per prompt, reused."""
+
+    @model_validator(mode="after")
+    def _control_needs_frames(self) -> SceneParams:
+        if self.mode == "scene" and self.controlnet != "none":
+            raise ValueError("controlnet needs mode background (a scene is made from noise, with no camera picture "
+                             "whose structure it could keep)")
+        return self

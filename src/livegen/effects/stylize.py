@@ -10,6 +10,10 @@ them batches their device calls.
 With `keep_person` and a mask from an earlier `segmentation` effect, the person stays the
 camera's own pixels and only the rest of the picture is stylized. When the stream is over its
 budget, or the camera is still, the generator reuses the last output.
+
+With `controlnet` ("canny" or "depth") the stylized picture keeps the camera picture's edges or
+depth, weighted by `controlnet_scale`; a node without that ControlNet answers 422, when the
+effect is built and when it is retuned.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ class StylizeEffect(Effect):
         )
 
     def retunable(self, params: StylizeParams) -> bool:  # type: ignore[override]
-        # the running scene takes a new prompt and settings at a frame boundary, warm
+        # the running scene takes a new prompt and settings at a frame boundary, warm; what the
+        # generator cannot do (a ControlNet it lacks) is a 422 now, not an error on the worker
+        if self._scene is not None and hasattr(self._scene, "check"):
+            self._scene.check(params.scene_settings)
         return self._scene is None or hasattr(self._scene, "update")
 
     def retune(self, params: StylizeParams) -> None:  # type: ignore[override]
