@@ -62,7 +62,8 @@ def run_case(engine: Any, size: tuple[int, int], steps: int, streams: int, opts:
 
     device = engine.device
     width, height = size
-    params = GenerationParams(steps=steps, strength=opts.strength, size=max(size), similarity=1.0)
+    params = GenerationParams(steps=steps, strength=opts.strength, size=max(size), similarity=1.0,
+                              controlnet=opts.controlnet)
     opened = [engine.open_denoiser(params.model_copy(update={"seed": i}), f"a scene number {i}") for i in range(streams)]
     rng = np.random.default_rng(0)
     pictures = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(8)]
@@ -150,7 +151,8 @@ def prompt_change(engine: Any, size: tuple[int, int], steps: int, opts: Diffusio
     device = engine.device
     width, height = size
     stream = engine.open_denoiser(GenerationParams(steps=steps, strength=opts.strength, size=max(size),
-                                                   similarity=1.0), "a prompt to start from")
+                                                   similarity=1.0, controlnet=opts.controlnet),
+                                  "a prompt to start from")
     stream.conditioning.wait(60.0)
     picture = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -199,6 +201,10 @@ def run_diffusion_bench(opts: DiffusionBenchOptions, log=print) -> dict[str, Any
 
     device, architecture = target(opts)
     models = build_models(architecture, seed=0)
+    if opts.controlnet != "none":
+        from livegen.diffusion.tiny import build_controlnet
+
+        models.controlnets[opts.controlnet] = build_controlnet(models.unet, seed=1)
     started = time.monotonic()
     modes: dict[str, Any] = {}
     cases: list[dict[str, Any]] = []
@@ -252,6 +258,7 @@ def run_diffusion_bench(opts: DiffusionBenchOptions, log=print) -> dict[str, Any
     result: dict[str, Any] = {
         **result_head(SCENARIO.name, opts.command(), options, str(device)),
         "architecture": architecture,
+        "controlnet": opts.controlnet,
         "random_weights": True,
         "modes": modes,
         "cases": cases,
@@ -268,7 +275,8 @@ def run_diffusion_bench(opts: DiffusionBenchOptions, log=print) -> dict[str, Any
 def result_name(result: dict[str, Any]) -> str:
     machine = result["machine"]
     where = machine.get("gpu") or machine.get("torch_device") or "cpu"
-    return f"{result['scenario']}-{result['architecture']}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', where)}.json"
+    control = "" if result.get("controlnet", "none") == "none" else f"-{result['controlnet']}"
+    return f"{result['scenario']}-{result['architecture']}{control}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', where)}.json"
 
 
 def checked_options(args: argparse.Namespace) -> DiffusionBenchOptions:

@@ -41,7 +41,7 @@ def section(results: list[tuple[str, dict[str, Any]]]) -> str:
         for c in r["cases"]:
             p = c["parts_ms"]
             lines.append(markdown_row([
-                r["architecture"], f"{c['mode']} ({c['path']})", c["size"], str(c["steps"]), str(c["streams"]),
+                r["architecture"] + ("" if r.get("controlnet", "none") == "none" else f" + {r['controlnet']} ControlNet"), f"{c['mode']} ({c['path']})", c["size"], str(c["steps"]), str(c["streams"]),
                 f"{ms(p['total']['p50'])} / {ms(p['total']['p95'])}", ms(p["unet"]["p50"]),
                 f"{ms(p['taesd_encode']['p50'])} / {ms(p['taesd_decode']['p50'])}",
                 f"{ms(p['upload']['p50'])} / {ms(p['composite']['p50'])} / {ms(p['download']['p50'])}",
@@ -74,7 +74,8 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         if case.get("streams") not in (1, 4, 8) or case.get("skipped"):
             continue
         total = (case.get("parts_ms") or {}).get("total") or {}
-        rows.append((f"{r.get('architecture')} {case['mode']} {case['size']}, {case['steps']} step(s), "
+        control = "" if r.get("controlnet", "none") == "none" else f" + {r['controlnet']}"
+        rows.append((f"{r.get('architecture')}{control} {case['mode']} {case['size']}, {case['steps']} step(s), "
                      f"{case['streams']} stream(s)",
                      f"{fps(case.get('fps_per_stream'))} fps per stream; p50 / p95 {fixed(total.get('p50'))} / "
                      f"{fixed(total.get('p95'))} ms"))

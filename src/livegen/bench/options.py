@@ -303,6 +303,8 @@ class DiffusionBenchOptions:
     warmup: int = 10
     strength: float = 0.5
     device: str = "auto"
+    controlnet: str = "none"
+    """"canny": every stream follows its frames' edges through a random-weight ControlNet."""
     prompt_changes: int = 5
     """Per mode and step count: new prompts sent to a running stream, each timed until the first
     frame made with it (0: none)."""
@@ -342,6 +344,7 @@ class DiffusionBenchOptions:
                 device=args.device,
                 prompt_changes=args.prompt_changes,
                 budget_s=args.budget_s,
+                controlnet=args.controlnet,
                 output=args.output,
             )
         except ValueError:
@@ -374,7 +377,7 @@ class DiffusionBenchOptions:
                   "--steps", _csv(self.steps), "--streams", _csv(self.streams),
                   "--modes", ",".join(self.modes), "--frames", str(self.frames), "--warmup", str(self.warmup),
                   "--strength", f"{self.strength:g}", "--device", self.device,
-                  "--prompt-changes", str(self.prompt_changes)]
+                  "--prompt-changes", str(self.prompt_changes), "--controlnet", self.controlnet]
         if self.budget_s is not None:
             words += ["--budget-s", f"{self.budget_s:g}"]
         return shlex.join(words)
@@ -395,5 +398,7 @@ def add_diffusion_flags(parser: argparse.ArgumentParser) -> None:
     add("--device", choices=DEVICES, default=d.device, help="device (default auto)")
     add("--prompt-changes", type=int, default=d.prompt_changes,
         help=f"new prompts timed per mode and step count until a frame shows them (default {d.prompt_changes})")
+    add("--controlnet", choices=("none", "canny"), default=d.controlnet,
+        help="every stream follows its frames' canny edges through a random-weight ControlNet (default none)")
     add("--budget-s", type=float, default=None,
         help="skip the cases left after this many seconds, and say so (default: no limit)")
