@@ -41,15 +41,17 @@ def test_fair_shares_meet_small_demands_and_split_the_rest():
     assert shares == [10.0, 20.0]  # under capacity: everyone gets what it asks
 
 
-def test_streams_within_their_budget_are_protected_from_a_heavy_neighbour():
-    # budget 450 each (900 / 2): the small stream keeps its whole budget, the heavy one gets the rest
-    assert allocate([360.0, 2000.0], [360.0, 2000.0], 900.0, 900.0) == [450.0, 540.0]
-    # overload cut capacity to 500: the protected stream still keeps its budget; the heavy one
-    # absorbs the cut, down to its floor (10 % of a budget)
-    assert allocate([360.0, 2000.0], [360.0, 300.0], 500.0, 900.0) == [450.0, 140.0]
-    assert allocate([360.0, 2000.0], [360.0, 300.0], 300.0, 900.0) == [300.0, 45.0]
-    # three equal heavy streams share whatever capacity there is
+def test_work_is_taken_from_the_heaviest_stream_first():
+    # a 600 ms/s stream beside a 2000 ms/s one on 900: the light one keeps all it asks for
+    assert allocate([600.0, 2000.0], [600.0, 2000.0], 900.0, 900.0) == [600.0, 300.0]
+    # overload cut capacity to 700: still the heavy one absorbs it, down to its floor (45)
+    assert allocate([600.0, 2000.0], [600.0, 300.0], 700.0, 900.0) == [600.0, 100.0]
+    assert allocate([600.0, 2000.0], [600.0, 45.0], 500.0, 900.0) == [250.0, 250.0]  # both heavy now
+    # streams of about the same weight shed alike; a light third one keeps its demand
     assert allocate([600.0] * 3, [600.0] * 3, 600.0, 900.0) == [200.0] * 3
+    assert allocate([200.0, 450.0, 460.0], [200.0, 450.0, 460.0], 900.0, 900.0) == [200.0, 350.0, 350.0]
+    # everything fits: nobody is heavy, and each may grow into what is spare
+    assert allocate([100.0, 200.0], [100.0, 200.0], 900.0, 900.0) == [700.0, 800.0]
     assert allocate([], [], 900.0, 900.0) == []
 
 
@@ -105,7 +107,7 @@ def test_overload_shrinks_capacity_and_recovers():
     load = StreamLoad()
     for _ in range(4):
         for _ in range(10):
-            governor.charge(load, 10.0, node_ms=150.0)  # in-node p95 over the budget
+            governor.charge(load, 10.0, node_ms=150.0)  # frames wait 140 ms: over half the budget
         clock.now += STEP_S
         governor.plan([(load, 30.0)])
     assert governor.capacity < 0.5 and governor.latency_p95_ms == 150.0

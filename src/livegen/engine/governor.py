@@ -2,10 +2,11 @@
 the node is overloaded instead of letting frames queue.
 
 **Fair share.** The worker may be busy `engine.worker_load` of every second (on a CPU node the
-rest is for decoding, encoding and the network). Each stream's budget is an equal part of that.
-A stream whose demand at full quality (its processing time per frame times its input frame
-rate) is within its budget is protected: whatever its neighbours do, it keeps its budget. The
-streams over budget split what the protected ones leave, max-min fairly (`allocate`).
+rest is for decoding, encoding and the network). A stream's demand is its processing time per
+frame at full quality times its input frame rate. When the demands do not fit, work is taken
+from the heaviest streams first (streams of about the same weight alike): the others keep all
+they ask for, whatever their neighbours do, and the heavy ones split what is left, max-min
+fairly (`allocate`).
 
 **Shedding, per stream.** A stream whose demand is over its share sheds its own work, one level
 at a time (one change per `STEP_S` at most), and never anyone else's:
@@ -18,10 +19,11 @@ at a time (one change per `STEP_S` at most), and never anyone else's:
 
 It climbs back a level when what the lower level cost would fit in 80 % of its share.
 
-**Overload.** The in-node latency of every processed frame is watched: when the p95 over the
-last `STEP_S` is above 80 % of `engine.budget_ms`, the worker's capacity shrinks by 30 %, which
-the streams over budget absorb first (protected streams are cut only when they alone exceed
-it); below half the budget it grows back by 10 % per step. Levels and capacity are in each stream's stats (`load`) and in the metrics.
+**Overload.** How long processed frames waited is watched (in-node latency less the frame's own
+processing: decoding on a busy CPU, the slot, other streams' turns): when its p95 over the last
+`STEP_S` is above half of `engine.budget_ms`, the worker's capacity shrinks by 30 %, which the
+heaviest streams absorb first (lighter ones join them only when they alone no longer fit);
+below a quarter of the budget it grows back by 10 % per step. Levels and capacity are in each stream's stats (`load`) and in the metrics.
 
 Everything here runs on the worker thread, except `reading`, which only reads numbers.
 """
@@ -36,10 +38,11 @@ STEP_S = 0.5
 LEVELS = ("full", "degrade", "half_resolution", "frame_rate")
 UP_MARGIN = 1.0  # demand over this fraction of the share climbs a level
 DOWN_MARGIN = 0.8  # the lower level's demand under this fraction of the share comes back down
-FLOOR_SHARE = 0.1  # of a budget: what a stream over its budget keeps however loaded the node
+FLOOR_SHARE = 0.1  # of an equal part: what a heavy stream keeps however loaded the node
+PEER_RATIO = 0.9  # streams within 10 % of the heaviest shed with it
 CAPACITY_FLOOR = 0.25  # of the configured capacity: overload never starves the worker further
-LATENCY_HIGH = 0.8  # of the budget: above it (p95 over a step) capacity shrinks
-LATENCY_LOW = 0.5  # of the budget: below it capacity grows back
+WAIT_HIGH = 0.5  # of the budget: frames waiting longer than this (p95 over a step) shrink capacity
+WAIT_LOW = 0.25  # of the budget: below it capacity grows back
 SHRINK, GROW = 0.7, 1.1
 MAX_SAMPLES = 4096  # in-node latencies kept per step
 COST_WEIGHT = 0.2  # of the newest frame in a level's running cost average
@@ -106,33 +109,47 @@ def fair_shares(demands: list[float], capacity: float) -> list[float]:
     return shares
 
 
+def heavy_streams(natural: list[float], capacity: float) -> set[int]:
+    """Which streams shed: the heaviest (with those within `PEER_RATIO` of it), then the next,
+    until the full-quality demands of the rest fit in `capacity`."""
+    heavy: set[int] = set()
+    for index in sorted(range(len(natural)), key=lambda i: natural[i], reverse=True):
+        if sum(natural[i] for i in range(len(natural)) if i not in heavy) <= capacity:
+            break
+        heavy |= {i for i in range(len(natural)) if natural[i] >= PEER_RATIO * natural[index]}
+    return heavy
+
+
 def allocate(natural: list[float], current: list[float], capacity: float, full_capacity: float) -> list[float]:
     """Each stream's share of `capacity` (worker ms per second).
 
-    A stream's budget is an equal part of the full capacity. Streams whose `natural` demand
-    (what they ask at full quality) is within it are protected: their share is the whole budget,
-    so a neighbour can never push them to shed. The others split what the protected streams use
-    now (`current`) leaves, max-min fairly by their natural demands, and never get less than
-    `FLOOR_SHARE` of a budget. Only when the protected streams alone need more than `capacity`
-    (every stream is small and there are too many) are they cut too, max-min among themselves."""
+    Work is taken from the heaviest first: while the streams' full-quality (`natural`) demands
+    do not fit, the heaviest stream — with every stream within `PEER_RATIO` of it, so that equal
+    streams are treated alike — joins the heavy group. The other streams are protected: each may
+    use its whole demand, however loaded the node, so a light stream never sheds because of a
+    heavy neighbour. The heavy group splits what the protected streams leave, max-min fairly,
+    never below `FLOOR_SHARE` of an equal part of the full capacity. (`current`, what each uses
+    now, is kept for callers that report it.)"""
     count = len(natural)
     if count == 0:
         return []
-    budget = full_capacity / count
-    protected = [i for i in range(count) if natural[i] <= budget]
-    others = [i for i in range(count) if natural[i] > budget]
-    held = sum(current[i] for i in protected)
+    floor = FLOOR_SHARE * full_capacity / count
+    heavy = heavy_streams(natural, capacity)
+    held = sum(natural[i] for i in range(count) if i not in heavy)
     shares = [0.0] * count
-    if held > capacity:
-        for i, share in zip(protected, fair_shares([current[i] for i in protected], capacity), strict=True):
-            shares[i] = share
-    else:
-        for i in protected:
-            shares[i] = budget
-    rest = max(0.0, capacity - held)
-    for i, share in zip(others, fair_shares([natural[i] for i in others], rest), strict=True):
-        shares[i] = max(share, FLOOR_SHARE * budget)
+    spare = max(0.0, capacity - held - floor * len(heavy))
+    for i in range(count):
+        if i not in heavy:  # its demand, and room to grow into while the node has it
+            shares[i] = natural[i] + (spare if not heavy else 0.0)
+    group = sorted(heavy)
+    for i, share in zip(group, fair_shares([natural[i] for i in group], max(0.0, capacity - held)), strict=True):
+        shares[i] = max(share, floor)
     return shares
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 class LoadGovernor:
@@ -144,7 +161,12 @@ class LoadGovernor:
         self._clock = clock
         self._planned_at = clock()
         self._latencies: list[float] = []
+        self._waits: list[float] = []
+        self._light_bound = 0.0
         self.latency_p95_ms = 0.0
+        self.wait_p95_ms = 0.0
+        """In-node latency less the frame's own processing (decode, slot, other streams' turns),
+        p95 over the last step: what overload adds, and what steers the capacity."""
         """In-node latency p95 over the last step, all streams together."""
 
     @property
@@ -160,11 +182,17 @@ class LoadGovernor:
         if now - self._planned_at < STEP_S:
             return
         self._planned_at = now
+        natural = [(load.cost(0) or 0.0) * fps for load, fps in loads]
+        heavy = heavy_streams(natural, self.capacity_ms)
+        # what overload may take before the light streams pay: the heavy ones down to their floor
+        self._light_bound = 0.0 if not heavy else (
+            sum(n for i, n in enumerate(natural) if i not in heavy)
+            + len(heavy) * FLOOR_SHARE * self.max_capacity_ms / len(natural)
+        )
         self._adjust_capacity()
         for load, fps in loads:
             load.fps_in = fps
             load.demand_ms = (load.cost(load.level) or 0.0) * fps
-        natural = [(load.cost(0) or 0.0) * fps for load, fps in loads]
         shares = allocate(natural, [load.demand_ms for load, _ in loads], self.capacity_ms, self.max_capacity_ms)
         for (load, _), share in zip(loads, shares, strict=True):
             load.share_ms = share
@@ -173,15 +201,21 @@ class LoadGovernor:
 
     def _adjust_capacity(self) -> None:
         samples, self._latencies = self._latencies, []
+        waits, self._waits = self._waits, []
         if len(samples) < 3:
             return
-        samples.sort()
-        self.latency_p95_ms = samples[min(len(samples) - 1, int(0.95 * len(samples)))]
+        self.latency_p95_ms, self.wait_p95_ms = _p95(samples), _p95(waits)
         if not self.enabled:
             return
-        if self.latency_p95_ms > LATENCY_HIGH * self.budget_ms:
-            self.capacity_ms = max(CAPACITY_FLOOR * self.max_capacity_ms, self.capacity_ms * SHRINK)
-        elif self.latency_p95_ms < LATENCY_LOW * self.budget_ms:
+        # A stream whose own frames are slow pays for that itself (its share and level); what
+        # the capacity answers for is the time frames wait: decoding on a saturated CPU, the
+        # slot, other streams' turns.
+        if self.wait_p95_ms > WAIT_HIGH * self.budget_ms:
+            shrunk = max(CAPACITY_FLOOR * self.max_capacity_ms, self.capacity_ms * SHRINK)
+            if self.capacity_ms > self._light_bound:  # the heavy streams first, to their floor
+                shrunk = max(shrunk, self._light_bound)
+            self.capacity_ms = shrunk
+        elif self.wait_p95_ms < WAIT_LOW * self.budget_ms:
             self.capacity_ms = min(self.max_capacity_ms, self.capacity_ms * GROW)
 
     def _move(self, load: StreamLoad, now: float) -> None:
@@ -224,3 +258,4 @@ class LoadGovernor:
             load.credit_ms -= processing_ms
         if len(self._latencies) < MAX_SAMPLES:
             self._latencies.append(node_ms)
+            self._waits.append(max(0.0, node_ms - processing_ms))
