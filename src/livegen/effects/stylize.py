@@ -27,7 +27,6 @@ from pydantic import Field
 from livegen.effects.background import composite
 from livegen.effects.base import Effect, EffectContext, Frame, GeneratedScene
 from livegen.effects.generation import GenerationParams
-from livegen.media.convert import rgb_to_tensor
 
 
 class StylizeParams(GenerationParams):
@@ -80,9 +79,10 @@ class StylizeEffect(Effect):
         if self.params.keep_person and frame.mask is not None:
             if isinstance(styled, np.ndarray):
                 frame.rgb = composite(frame.source, styled, frame.mask_rgb)  # type: ignore[arg-type]
-            else:
-                source = rgb_to_tensor(frame.source, styled.device, styled.dtype)
-                frame.image = torch.lerp(styled, source, frame.mask.to(styled.dtype))
+            else:  # the mask first: on the device path it carries the picture up in the same copy
+                mask = frame.mask.to(styled.device, styled.dtype)
+                person = frame.image.to(styled.device, styled.dtype)
+                frame.image = torch.lerp(styled, person, mask)
         elif isinstance(styled, np.ndarray):
             frame.rgb = styled
         else:
