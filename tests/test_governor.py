@@ -101,6 +101,21 @@ def test_a_stream_comes_back_when_its_neighbour_leaves():
     assert a.level == 0  # alone again, 600 < 0.8 * 900: back to full quality
 
 
+def test_a_stale_cost_does_not_keep_a_stream_shed():
+    # measured at level 2 during a busy start-up (40 ms); now frames cost 10 ms and there is room
+    clock = Clock()
+    governor = LoadGovernor(budget_ms=100.0, clock=clock)
+    load = StreamLoad(level=3, cost_ms=[45.0, 42.0, 40.0, 10.0])
+    for _ in range(int(75 / STEP_S)):
+        clock.now += STEP_S
+        for _ in range(15):
+            if governor.admit(load):
+                governor.charge(load, 10.0, node_ms=12.0)
+        governor.plan([(load, 30.0)])
+    assert load.level == 0, load
+    assert load.cost_ms[2] < 15.0  # the level-2 cost was refreshed by the level-3 frames
+
+
 def test_overload_shrinks_capacity_and_recovers():
     clock = Clock()
     governor = LoadGovernor(budget_ms=100.0, clock=clock)

@@ -17,7 +17,9 @@ at a time (one change per `STEP_S` at most), and never anyone else's:
 3. `frame_rate`: also frames are processed only as often as the share pays for; the others are
    dropped (counted as `shed`).
 
-It climbs back a level when what the lower level cost would fit in 80 % of its share.
+It climbs back a level when what the lower level cost would fit in 80 % of its share, or, with
+room to spare, after `PROBE_S` at a level (that cost may have been measured on a busier machine;
+`frame_rate` and `half_resolution` do the same work per frame, so that one is always fresh).
 
 **Overload.** How long processed frames waited is watched (in-node latency less the frame's own
 processing: decoding on a busy CPU, the slot, other streams' turns): when its p95 over the last
@@ -35,6 +37,9 @@ from dataclasses import dataclass, field
 
 STEP_S = 0.5
 """How often shares are recomputed and a stream may change level."""
+PROBE_S = 30.0
+"""After this long at a level, a stream with room to spare tries the level above in quality
+(for half a second: if that still costs too much it comes straight back)."""
 LEVELS = ("full", "degrade", "half_resolution", "frame_rate")
 UP_MARGIN = 1.0  # demand over this fraction of the share climbs a level
 DOWN_MARGIN = 0.8  # the lower level's demand under this fraction of the share comes back down
@@ -225,7 +230,11 @@ class LoadGovernor:
             load.level += 1
         elif load.level > 0:
             below = load.cost_ms[load.level - 1]
-            if below is None or below * load.fps_in < DOWN_MARGIN * load.share_ms:
+            fits = below is None or below * load.fps_in < DOWN_MARGIN * load.share_ms
+            # what a lower level cost was measured when the stream was last there, perhaps on a
+            # busy machine long ago: with room to spare, try it again now and then
+            probe = now - load.changed_at >= PROBE_S and load.demand_ms < DOWN_MARGIN * load.share_ms
+            if fits or probe:
                 load.level -= 1
             else:
                 return
@@ -252,8 +261,10 @@ class LoadGovernor:
     def charge(self, load: StreamLoad, processing_ms: float, node_ms: float) -> None:
         """A frame was processed at the stream's current level."""
         level = load.level
-        old = load.cost_ms[level]
-        load.cost_ms[level] = processing_ms if old is None else old + (processing_ms - old) * COST_WEIGHT
+        # `frame_rate` does `half_resolution`'s work per frame: one measure keeps both fresh
+        for measured in (level, level - 1) if level == len(LEVELS) - 1 else (level,):
+            old = load.cost_ms[measured]
+            load.cost_ms[measured] = processing_ms if old is None else old + (processing_ms - old) * COST_WEIGHT
         if level == len(LEVELS) - 1:
             load.credit_ms -= processing_ms
         if len(self._latencies) < MAX_SAMPLES:
