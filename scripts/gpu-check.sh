@@ -11,7 +11,8 @@
 #   scripts/gpu-check.sh OUT_DIR      on the GPU machine (no internet needed): install the wheels into
 #                                     a folder of their own, then, within 8 minutes, run
 #                                       livegen doctor --probe (tiny model, compile and CUDA graphs on),
-#                                       pytest -m gpu (tests/gpu: full-size random-weight sd-turbo),
+#                                       pytest -m gpu (tests/gpu and the ControlNet GPU test: full-size
+#                                         random-weight sd-turbo),
 #                                       livegen bench diffusion (512x512 and 768x432; 1 and 2 steps;
 #                                         1, 4 and 8 streams; eager, CUDA graphs, compile; prompt-change
 #                                         timing), the same with a ControlNet (canny),
@@ -136,7 +137,7 @@ tiny.build_folder(Path(sys.argv[1]), controlnet=True)" "$tiny"
   LIVEGEN_DIFFUSION__MODEL=$tiny LIVEGEN_DIFFUSION__TAESD='' LIVEGEN_DIFFUSION__COMPILE=true \
     LIVEGEN_DIFFUSION__CUDA_GRAPHS=true run_step doctor-probe 120 "$PY" -m livegen doctor --probe
   rm -rf "$tiny"
-  run_step pytest-gpu 150 "$PY" -m pytest tests/gpu -m gpu --noconftest -p no:cacheprovider -q \
+  run_step pytest-gpu 150 "$PY" -m pytest tests/gpu tests/test_controlnet.py -m gpu --noconftest -p no:cacheprovider -q \
     -o addopts= --junitxml "$OUT/pytest-gpu.xml"
   run_step bench-diffusion 270 "$PY" -m livegen bench diffusion --sizes 512x512,768x432 --steps 1,2 \
     --streams 1,4,8 --modes eager,cudagraph,compile --frames 60 --warmup 10 --prompt-changes 5 \

@@ -17,7 +17,7 @@ import importlib.metadata as metadata, json, sys
 import livegen.cli, livegen.doctor, livegen.bench.diffusion, livegen.bench.driver
 import livegen.diffusion.batcher, livegen.diffusion.generator, livegen.diffusion.tiny, livegen.diffusion.tools
 import livegen.effects.background, livegen.effects.stylize
-import tests.gpu.test_diffusion_gpu
+import tests.gpu.test_diffusion_gpu, tests.test_controlnet
 from diffusers import AutoencoderTiny, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 owners = metadata.packages_distributions()
