@@ -30,15 +30,26 @@ from livegen.bench import e2e_report
 from livegen.bench.cpu import CpuWindow
 from livegen.bench.driver import BenchFailed, Scenario, bounded
 from livegen.bench.encoding import same_encoder
-from livegen.bench.node import LOOPBACK, NODE_START_TIMEOUT_S, STREAM, NodeProcess, counters_window, started_node
+from livegen.bench.node import (
+    LOOPBACK,
+    NODE_START_TIMEOUT_S,
+    STREAM,
+    NodeProcess,
+    counters_window,
+    started_node,
+)
 from livegen.bench.options import E2eOptions
-from livegen.bench.peers import CLOSE_TIMEOUT_S, close_client, close_quietly, video_codec
+from livegen.bench.peers import (
+    CLOSE_TIMEOUT_S,
+    close_client,
+    close_quietly,
+    send_like_the_node,
+    video_codec,
+)
 from livegen.bench.probe import LatencyProbe, latencies, percentiles, summarize
 from livegen.bench.report import result_head
 from livegen.config import OutputSettings
-from livegen.media.encoder import VideoEncoder
-from livegen.rtc.aiortc_adapter import encode_with, use_host_addresses
-from livegen.rtc.sdp import codec_preferences
+from livegen.rtc.aiortc_adapter import use_host_addresses
 from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack, now_ms
 
@@ -123,10 +134,7 @@ async def run_baseline(opts: E2eOptions) -> dict[str, Any]:
 
     probe: LatencyProbe | None = None
     try:
-        transceiver = sending.addTransceiver(camera, direction="sendonly")
-        transceiver.setCodecPreferences(codec_preferences("video", [codec]))
-        encoder = VideoEncoder(codec, NODE_OUTPUT)
-        encode_with(transceiver.sender, encoder)
+        encoder = send_like_the_node(sending, camera, codec, NODE_OUTPUT)
         await sending.setLocalDescription(await sending.createOffer())
         await receiving.setRemoteDescription(sending.localDescription)
         await receiving.setLocalDescription(await receiving.createAnswer())

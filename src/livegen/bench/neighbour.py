@@ -25,7 +25,13 @@ import aiohttp
 from livegen.bench import neighbour_report
 from livegen.bench.cpu import CpuWindow
 from livegen.bench.driver import BenchFailed, Scenario, bounded
-from livegen.bench.node import LOOPBACK, NODE_START_TIMEOUT_S, STATS_TIMEOUT_S, NodeProcess, started_node
+from livegen.bench.node import (
+    LOOPBACK,
+    NODE_START_TIMEOUT_S,
+    STATS_TIMEOUT_S,
+    NodeProcess,
+    started_node,
+)
 from livegen.bench.options import NeighbourOptions
 from livegen.bench.peers import CLOSE_TIMEOUT_S
 from livegen.bench.report import result_head
@@ -34,9 +40,9 @@ from livegen.bench.watched import (
     CONNECT_TIMEOUT_S,
     FIRST_FRAME_TIMEOUT_S,
     WatchedStream,
-    node_figures,
     p95,
     sample_window,
+    stream_figures,
 )
 from livegen.rtc.aiortc_adapter import use_host_addresses
 
@@ -70,16 +76,7 @@ async def measure_phase(
     usage = cpu.stop()
     result: dict[str, Any] = {"seconds": round(window.seconds, 2), "cpu": usage}
     for stream in streams:
-        sent = window.frames_sent[stream.name]
-        viewer = await stream.viewer_figures(window.start_ms, window.end_ms, sent)
-        if not viewer["frames_received"]:
-            raise BenchFailed(f"{phase}: no frame of {stream.name} reached its viewer")
-        result[stream.name] = {
-            "sent_fps": round(sent / max(window.seconds, 1e-3), 2),
-            "viewer": viewer,
-            "node": node_figures(window, stream.name),
-            "readings": window.readings[stream.name],
-        }
+        result[stream.name] = await stream_figures(window, stream, f"{phase}: ")
     return result
 
 

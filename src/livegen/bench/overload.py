@@ -22,8 +22,13 @@ import aiohttp
 
 from livegen.bench import overload_report
 from livegen.bench.cpu import CpuWindow
-from livegen.bench.driver import BenchFailed, Scenario, bounded
-from livegen.bench.node import LOOPBACK, NODE_START_TIMEOUT_S, STATS_TIMEOUT_S, started_node
+from livegen.bench.driver import Scenario, bounded
+from livegen.bench.node import (
+    LOOPBACK,
+    NODE_START_TIMEOUT_S,
+    STATS_TIMEOUT_S,
+    started_node,
+)
 from livegen.bench.options import OverloadOptions
 from livegen.bench.peers import CLOSE_TIMEOUT_S
 from livegen.bench.report import result_head
@@ -32,9 +37,9 @@ from livegen.bench.watched import (
     CONNECT_TIMEOUT_S,
     FIRST_FRAME_TIMEOUT_S,
     WatchedStream,
-    node_figures,
     p95,
     sample_window,
+    stream_figures,
 )
 from livegen.rtc.aiortc_adapter import use_host_addresses
 
@@ -90,16 +95,7 @@ async def measure_overload(opts: OverloadOptions) -> dict[str, Any]:
             usage = cpu.stop()
             figures: dict[str, dict[str, Any]] = {}
             for stream in streams:
-                sent = window.frames_sent[stream.name]
-                viewer = await stream.viewer_figures(window.start_ms, window.end_ms, sent)
-                if not viewer["frames_received"]:
-                    raise BenchFailed(f"no frame of {stream.name} reached its viewer")
-                figures[stream.name] = {
-                    "sent_fps": round(sent / max(window.seconds, 1e-3), 2),
-                    "viewer": viewer,
-                    "node": node_figures(window, stream.name),
-                    "readings": window.readings[stream.name],
-                }
+                figures[stream.name] = await stream_figures(window, stream, "")
             codec = streams[0].codec()
         finally:
             await asyncio.gather(*(stream.close() for stream in streams))

@@ -9,12 +9,28 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from livegen.rtc.sdp import negotiated_codec
+from aiortc import MediaStreamTrack, RTCPeerConnection
+
+from livegen.config import OutputSettings
+from livegen.media.encoder import VideoEncoder
+from livegen.rtc.aiortc_adapter import encode_with
+from livegen.rtc.sdp import codec_preferences, negotiated_codec
 from livegen.testing.clients import WhepViewer, WhipPublisher
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0
+
+
+def send_like_the_node(pc: RTCPeerConnection, track: MediaStreamTrack, codec: str,
+                       settings: OutputSettings) -> VideoEncoder:
+    """Add `track` to `pc` as a send-only video offered in `codec` alone and encoded with the
+    node's own encoder and `settings` (not aiortc's defaults); the encoder, to describe."""
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    transceiver.setCodecPreferences(codec_preferences("video", [codec]))
+    encoder = VideoEncoder(codec, settings)
+    encode_with(transceiver.sender, encoder)
+    return encoder
 
 
 def video_codec(sdp: str | None) -> str | None:

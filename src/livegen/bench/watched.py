@@ -27,13 +27,10 @@ import aiohttp
 from livegen.bench.audience import RtpFrameCounter, video_receiver
 from livegen.bench.driver import BenchFailed
 from livegen.bench.node import NodeProcess, counters_window
-from livegen.bench.peers import close_client, video_codec
+from livegen.bench.peers import close_client, send_like_the_node, video_codec
 from livegen.bench.probe import LatencyProbe, summarize
 from livegen.config import OutputSettings
-from livegen.media.encoder import VideoEncoder
 from livegen.observability.latency import DEFAULT_WINDOW as LATENCY_WINDOW
-from livegen.rtc.aiortc_adapter import encode_with
-from livegen.rtc.sdp import codec_preferences
 from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack, now_ms
 
@@ -73,9 +70,7 @@ class WatchedStream:
             async with asyncio.timeout(3 * CONNECT_TIMEOUT_S):
                 # H.264 with the node's own x264 settings, as OBS would send: aiortc's default
                 # VP8 encoder costs the bench several times more CPU per stream on 2 cores
-                transceiver = stream.publisher.pc.addTransceiver(stream.camera, direction="sendonly")
-                transceiver.setCodecPreferences(codec_preferences("video", [PUBLISH_CODEC]))
-                encode_with(transceiver.sender, VideoEncoder(PUBLISH_CODEC, OutputSettings()))
+                send_like_the_node(stream.publisher.pc, stream.camera, PUBLISH_CODEC, OutputSettings())
                 await stream.publisher.publish()
                 await stream.publisher.wait_connected(CONNECT_TIMEOUT_S)
                 stream.viewer = WhepViewer(node.url, name, http)
@@ -232,6 +227,21 @@ def node_figures(window: Sampled, name: str) -> dict[str, Any] | None:
         "percentiles_within_window": frames_out is not None and frames_out >= LATENCY_WINDOW,
         "window": counters,
         "load": after.get("load"),
+    }
+
+
+async def stream_figures(window: Sampled, stream: WatchedStream, where: str) -> dict[str, Any]:
+    """One stream's figures over `window`: the rate the bench sent, what its viewer got, the
+    node's own figures and readings; `BenchFailed` (naming `where`) when no frame arrived."""
+    sent = window.frames_sent[stream.name]
+    viewer = await stream.viewer_figures(window.start_ms, window.end_ms, sent)
+    if not viewer["frames_received"]:
+        raise BenchFailed(f"{where}no frame of {stream.name} reached its viewer")
+    return {
+        "sent_fps": round(sent / max(window.seconds, 1e-3), 2),
+        "viewer": viewer,
+        "node": node_figures(window, stream.name),
+        "readings": window.readings[stream.name],
     }
 
 
