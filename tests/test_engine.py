@@ -82,7 +82,7 @@ def test_worker_survives_a_failing_effect_and_keeps_other_streams_going():
             good.submit(frame())
             time.sleep(0.05)
         deadline = time.monotonic() + 5
-        while len(outputs["good"]) < 3 and time.monotonic() < deadline:
+        while min(len(outputs["good"]), len(outputs["bad"])) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         worker.stop()

@@ -43,16 +43,16 @@ def test_fair_shares_meet_small_demands_and_split_the_rest():
 
 def test_work_is_taken_from_the_heaviest_stream_first():
     # a 600 ms/s stream beside a 2000 ms/s one on 900: the light one keeps all it asks for
-    assert allocate([600.0, 2000.0], [600.0, 2000.0], 900.0, 900.0) == [600.0, 300.0]
+    assert allocate([600.0, 2000.0], 900.0, 900.0) == [600.0, 300.0]
     # overload cut capacity to 700: still the heavy one absorbs it, down to its floor (45)
-    assert allocate([600.0, 2000.0], [600.0, 300.0], 700.0, 900.0) == [600.0, 100.0]
-    assert allocate([600.0, 2000.0], [600.0, 45.0], 500.0, 900.0) == [250.0, 250.0]  # both heavy now
+    assert allocate([600.0, 2000.0], 700.0, 900.0) == [600.0, 100.0]
+    assert allocate([600.0, 2000.0], 500.0, 900.0) == [250.0, 250.0]  # both heavy now
     # streams of about the same weight shed alike; a light third one keeps its demand
-    assert allocate([600.0] * 3, [600.0] * 3, 600.0, 900.0) == [200.0] * 3
-    assert allocate([200.0, 450.0, 460.0], [200.0, 450.0, 460.0], 900.0, 900.0) == [200.0, 350.0, 350.0]
+    assert allocate([600.0] * 3, 600.0, 900.0) == [200.0] * 3
+    assert allocate([200.0, 450.0, 460.0], 900.0, 900.0) == [200.0, 350.0, 350.0]
     # everything fits: nobody is heavy, and each may grow into what is spare
-    assert allocate([100.0, 200.0], [100.0, 200.0], 900.0, 900.0) == [700.0, 800.0]
-    assert allocate([], [], 900.0, 900.0) == []
+    assert allocate([100.0, 200.0], 900.0, 900.0) == [700.0, 800.0]
+    assert allocate([], 900.0, 900.0) == []
 
 
 def _run(governor: LoadGovernor, clock: Clock, streams: dict[str, tuple[StreamLoad, float, dict[int, float]]],

@@ -125,7 +125,7 @@ def heavy_streams(natural: list[float], capacity: float) -> set[int]:
     return heavy
 
 
-def allocate(natural: list[float], current: list[float], capacity: float, full_capacity: float) -> list[float]:
+def allocate(natural: list[float], capacity: float, full_capacity: float) -> list[float]:
     """Each stream's share of `capacity` (worker ms per second).
 
     Work is taken from the heaviest first: while the streams' full-quality (`natural`) demands
@@ -133,8 +133,7 @@ def allocate(natural: list[float], current: list[float], capacity: float, full_c
     streams are treated alike — joins the heavy group. The other streams are protected: each may
     use its whole demand, however loaded the node, so a light stream never sheds because of a
     heavy neighbour. The heavy group splits what the protected streams leave, max-min fairly,
-    never below `FLOOR_SHARE` of an equal part of the full capacity. (`current`, what each uses
-    now, is kept for callers that report it.)"""
+    never below `FLOOR_SHARE` of an equal part of the full capacity."""
     count = len(natural)
     if count == 0:
         return []
@@ -180,11 +179,16 @@ class LoadGovernor:
         return self.capacity_ms / self.max_capacity_ms
 
     # ---- per step -------------------------------------------------------------------------
+    def due(self, now: float | None = None) -> bool:
+        """Whether a step has passed since the last `plan` (the worker asks before it gathers
+        every stream's input rate, which costs a lock and a scan per stream)."""
+        return (self._clock() if now is None else now) - self._planned_at >= STEP_S
+
     def plan(self, loads: list[tuple[StreamLoad, float]]) -> None:
         """Every `STEP_S`: adjust capacity to the latency seen, divide it among the streams
         ((load, input fps) each) and move each stream at most one level."""
         now = self._clock()
-        if now - self._planned_at < STEP_S:
+        if not self.due(now):
             return
         self._planned_at = now
         natural = [(load.cost(0) or 0.0) * fps for load, fps in loads]
@@ -198,7 +202,7 @@ class LoadGovernor:
         for load, fps in loads:
             load.fps_in = fps
             load.demand_ms = (load.cost(load.level) or 0.0) * fps
-        shares = allocate(natural, [load.demand_ms for load, _ in loads], self.capacity_ms, self.max_capacity_ms)
+        shares = allocate(natural, self.capacity_ms, self.max_capacity_ms)
         for (load, _), share in zip(loads, shares, strict=True):
             load.share_ms = share
             if self.enabled:

@@ -141,7 +141,8 @@ class DeviceWorker(ThreadStage):
     def step(self) -> bool:
         self._close_retired()
         pipelines = self._pipelines
-        self.governor.plan([(p.load, p.stats.input_fps()) for p in pipelines])
+        if self.governor.due():
+            self.governor.plan([(p.load, p.stats.input_fps()) for p in pipelines])
         # cheapest first: a stream's frame never waits behind a heavier stream's in its round
         taken = [(p, item) for p in sorted(pipelines, key=lambda p: p.recent_ms) if (item := p.slot.take()) is not None]
         if taken:
