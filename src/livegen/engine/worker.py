@@ -7,6 +7,9 @@ the `LoadGovernor` decides how much of the worker each stream gets and what a st
 share sheds (quality, then resolution, then frames). An effect that raises costs its stream the
 effects on that frame — the picture goes out as it came in, counted as `effect_error` and logged
 at most once per `flow.ratelog.LOG_INTERVAL_S` per stream — never the worker.
+
+Below the live streams run job lanes (`engine.lane`): files and gRPC clients, whose every
+frame is processed in order. A round with no live frame waiting takes one lane frame.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from livegen.effects import EffectChain, Frame
 from livegen.engine.governor import LEVELS, LoadGovernor
+from livegen.engine.lane import JobLane, LaneResult
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
 from livegen.flow.stage import ThreadStage
@@ -80,6 +84,9 @@ class DeviceWorker(ThreadStage):
         self._lock = threading.Lock()
         self._pipelines: tuple[StreamPipeline, ...] = ()
         self._detached: list[StreamPipeline] = []
+        self._lanes: tuple[JobLane, ...] = ()
+        self._retired_lanes: list[JobLane] = []
+        self._next_lane = 0
         self.quality: QualitySampler | None = None
         """Where every Nth frame goes to be scored (person SSIM, flicker) off this thread."""
 
@@ -119,9 +126,36 @@ class DeviceWorker(ThreadStage):
     def pipelines(self) -> tuple[StreamPipeline, ...]:
         return self._pipelines
 
+    def open_lane(self, name: str, chain: EffectChain, depth: int = 4) -> JobLane:
+        """A lane for frames that must all be processed, in order, below the live streams."""
+        lane = JobLane(name, chain, depth)
+        lane.bind(self.wake)
+        with self._lock:
+            self._lanes = (*self._lanes, lane)
+        return lane
+
+    def close_lane(self, lane: JobLane) -> None:
+        """Stop running `lane`; frames not yet taken fail, and its chain is closed on this
+        worker's thread."""
+        lane.close()
+        with self._lock:
+            self._lanes = tuple(existing for existing in self._lanes if existing is not lane)
+            self._retired_lanes.append(lane)
+        self.wake()
+
+    @property
+    def lanes(self) -> tuple[JobLane, ...]:
+        return self._lanes
+
     def _close_retired(self) -> None:
         with self._lock:
             detached, self._detached = self._detached, []
+            lanes, self._retired_lanes = self._retired_lanes, []
+        for lane in lanes:
+            try:
+                lane.chain.close()
+            except Exception:
+                log.exception("[%s] closing preset %s failed", lane.name, lane.chain.preset)
         for pipeline in detached:
             pipeline.set_chain(None)
         for pipeline in (*self._pipelines, *detached):
@@ -136,6 +170,8 @@ class DeviceWorker(ThreadStage):
             super().run()
             for pipeline in self._pipelines:
                 pipeline.set_chain(None)
+            for lane in self._lanes:
+                self.close_lane(lane)
             self._close_retired()
 
     def step(self) -> bool:
@@ -147,7 +183,52 @@ class DeviceWorker(ThreadStage):
         taken = [(p, item) for p in sorted(pipelines, key=lambda p: p.recent_ms) if (item := p.slot.take()) is not None]
         if taken:
             self._process(taken)
-        return bool(taken)
+            return True
+        return self._run_lane()
+
+    def _run_lane(self) -> bool:
+        """One frame of one lane (taking turns), when no live stream had a frame waiting."""
+        lanes = self._lanes
+        for turn in range(len(lanes)):
+            lane = lanes[(self._next_lane + turn) % len(lanes)]
+            item = lane.take()
+            if item is None:
+                continue
+            self._next_lane = (self._next_lane + turn + 1) % len(lanes)
+            frame, submitted, future = item
+            started = time.perf_counter()
+            try:
+                result = self._process_lane_frame(lane, frame)
+            except Exception as exc:
+                lane.finished(future, None, exc)
+            else:
+                result.waited_ms = (started - submitted) * 1000.0
+                lane.finished(future, result, None)
+            return True
+        return False
+
+    def _process_lane_frame(self, lane: JobLane, frame: av.VideoFrame) -> LaneResult:
+        """The whole chain on one frame, at full quality: a job sheds nothing."""
+        started = time.perf_counter()
+        if not lane.chain.touches_pixels:
+            return LaneResult(frame, 0.0, 0.0)
+        work = Frame(
+            lane.frames_done,
+            rgb=frame_to_rgb(frame),
+            device=self.device,
+            dtype=self.dtype,
+            pool=self.pool,
+            device_path=self.device_path,
+        )
+        lane.chain.run(work)
+        if frame.format.name == "rgb24":  # RGB in, RGB out (gRPC clients): no 4:2:0 round trip
+            out = av.VideoFrame.from_ndarray(work.rgb, format="rgb24")
+            out.pts = frame.pts
+            if frame.time_base is not None:
+                out.time_base = frame.time_base
+        else:
+            out = rgb_to_frame(work.rgb, like=frame)
+        return LaneResult(out, (time.perf_counter() - started) * 1000.0, 0.0, work.timings_ms)
 
     def _process(self, taken: list[tuple[StreamPipeline, InputFrame]]) -> None:
         """One round: every stream's frame is converted and prepared, then each is applied
