@@ -310,22 +310,37 @@ function watchSession(run, role) {
   const session = run[role];
   sessionEnded(session).then((reason) => {
     if (live !== run || run[role] !== session || reason === "closed") return;
-    run[role] = null;
-    if (role === "publisher") {
-      // Keep the node's resource: a new publish replaces a silent publisher and keeps its stream
-      // (viewers, outputs, recordings), where a DELETE would end the stream. Stop DELETEs it.
-      session.pc.close();
-      run.lostPublisher = session;
-      run.sender = null;
-      look.attach(null); // look changes wait for the new publisher
-    } else {
-      session.close();
-      ui.processed.srcObject = null;
-      state.framesDecoded = 0;
-    }
+    drop(run, role);
     run.lostBecause = reason;
     reconnect(run);
   });
+}
+
+/** Let go of `run[role]`, whose media has ended. */
+function drop(run, role) {
+  const session = run[role];
+  run[role] = null;
+  if (role === "publisher") {
+    // Keep the node's resource: a new publish replaces a silent publisher and keeps its stream
+    // (viewers, outputs, recordings), where a DELETE would end the stream. Stop DELETEs it.
+    session.pc.close();
+    run.lostPublisher = session;
+    run.sender = null;
+    look.attach(null); // look changes wait for the new publisher
+  } else {
+    session.close();
+    ui.processed.srcObject = null;
+    state.framesDecoded = 0;
+  }
+}
+
+/** A network that went silent silences both connections, a moment apart: when one is lost,
+ * the other, if it is not connected either, is brought back in the same reconnect. */
+function dropUnconnected(run) {
+  for (const role of ["publisher", "viewer"]) {
+    const pc = run[role]?.pc;
+    if (pc && ["disconnected", "failed"].includes(pc.connectionState)) drop(run, role);
+  }
 }
 
 /**
@@ -344,6 +359,7 @@ async function reconnect(run) {
     while (!run.publisher || !run.viewer) {
       const attempt = ++run.attempt;
       await countDown(run, retryAfterMs ?? retryDelayMs(attempt - 1), attempt, reason);
+      dropUnconnected(run);
       try {
         await connect(run, () => setState("reconnecting", `Connection lost — reconnecting (attempt ${attempt})…`));
       } catch (err) {
