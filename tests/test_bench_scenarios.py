@@ -294,3 +294,30 @@ def test_neighbour_measures_the_bystander_alone_and_beside_the_longest_chain(tmp
     assert "](neighbour-blur-320x240.json)" in (tmp_path / "README.md").read_text()
     assert "goal: bystander fps" in capsys.readouterr().out
     assert len(pids) == 1 and gone(pids[0]), "the node subprocess outlived the bench"
+
+
+# ---- replayed publishers -------------------------------------------------------------------------
+def test_a_replayed_camera_loops_one_keyframe_interval_and_restarts_it_on_request():
+    import av
+
+    from livegen.bench.peers import ReplayedCamera
+    from livegen.config import OutputSettings
+    from livegen.media.encoder import RTP_VIDEO_CLOCK
+    from livegen.testing.tracks import SyntheticVideoTrack
+
+    camera = SyntheticVideoTrack(160, 96, fps=30)
+    replayed = ReplayedCamera(camera, "H264", OutputSettings(), frames=6)
+    tick = av.VideoFrame(2, 2, "yuv420p")
+    decoder = av.CodecContext.create("h264", "r")
+    sent = []
+    for index in range(9):
+        tick.pts, tick.time_base = index * 3000, RTP_VIDEO_CLOCK
+        packets = replayed.encode(tick, keyframe=index == 8)
+        assert packets and all(p.pts == index * 3000 for p in packets)
+        sent.append(b"".join(bytes(p) for p in packets))
+        for packet in packets:
+            pictures = decoder.decode(packet)
+            assert all((picture.width, picture.height) == (160, 96) for picture in pictures)
+    # the loop is the camera's six pictures, the first a keyframe; then again from it
+    assert sent[6] == sent[0] and sent[7] == sent[1] and sent[8] == sent[0] and sent[1] != sent[0]
+    assert len(set(sent[:6])) == 6

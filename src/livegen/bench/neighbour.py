@@ -2,8 +2,8 @@
 
 A node subprocess (see `node`) runs a *bystander* stream: a synthetic camera (with the delay
 stamp) published over WHIP at a preset (default `blur`) and watched by one decoding viewer. It
-is measured alone, then a second, *noisy* stream is published (watched by a viewer that only
-counts frames) and PATCHed live (`PATCH /api/streams/noisy`) to the heaviest chain the node
+is measured alone, then a second, *noisy* stream is published (a replayed loop, watched by a
+viewer that only counts frames: it costs the bench next to nothing, see `watched`) and PATCHed live (`PATCH /api/streams/noisy`) to the heaviest chain the node
 accepts: `engine.max_chain` copies of `edges` (or `--chain-length`); after a warm-up the
 bystander is measured again. A refused PATCH (422: chain too long) fails the run.
 

@@ -1,8 +1,9 @@
 """`livegen bench overload`: more work than the node can do; does every stream stay in budget?
 
 `--streams` (default 3) synthetic cameras are published over WHIP at a preset (default `edges`,
-1280×720 @ 30) to one node subprocess (see `node`), each watched by a viewer that only counts
-frames (see `audience`), so the bench spends its CPU publishing, not decoding. After a warm-up
+1280×720 @ 30) to one node subprocess (see `node`), each a loop encoded once and replayed and
+watched by a viewer that only counts frames (see `watched`), so the bench's peers cost it next
+to nothing and the node has the machine. After a warm-up
 the bench reads every stream's stats every `--interval` seconds for `--seconds`: frame rate
 out, in-node latency p50/p95, drops, degradations and the `load` the node reports, so a latency
 that keeps rising shows in the readings.

@@ -2,11 +2,13 @@
 up for a while (soak, neighbour, overload): how one is set up and closed, and what a measured
 window of it reads.
 
-A `WatchedStream` is a `SyntheticVideoTrack` (with the delay stamp) published over WHIP at a
-preset, and one WHEP viewer. The viewer either decodes (it carries a `LatencyProbe`: publisher →
-viewer latency, as e2e measures it) or only counts frames from RTP marker bits (an
-`RtpFrameCounter`, as fanout's extra viewers do), so a scenario with several streams does not
-spend the bench's CPU on decoding them all.
+A `WatchedStream` is a `SyntheticVideoTrack` published over WHIP at a preset, and one WHEP
+viewer. Either the viewer decodes (it carries a `LatencyProbe`: publisher → viewer latency, as
+e2e measures it, from the camera's delay stamp), or the stream is only measured on the node's
+figures: then its publisher replays a loop encoded once (`peers.send_replayed`) and its viewer
+only counts frames from RTP marker bits (an `RtpFrameCounter`, as fanout's extra viewers do).
+Such a stream costs the node what a remote camera and viewer would, and the bench close to
+nothing, so the bench's own peers do not take the CPU the node's streams are measured on.
 
 `sample_window` reads the node's stats of every stream at the start of a window, every few
 seconds inside it and at its end; `node_figures` turns that into what a result records. The
@@ -27,7 +29,7 @@ import aiohttp
 from livegen.bench.audience import RtpFrameCounter, video_receiver
 from livegen.bench.driver import BenchFailed
 from livegen.bench.node import NodeProcess, counters_window
-from livegen.bench.peers import close_client, send_like_the_node, video_codec
+from livegen.bench.peers import FrameClock, close_client, send_like_the_node, send_replayed, video_codec
 from livegen.bench.probe import LatencyProbe, summarize
 from livegen.config import OutputSettings
 from livegen.observability.latency import DEFAULT_WINDOW as LATENCY_WINDOW
@@ -45,7 +47,8 @@ SAMPLED = ("fps_in", "fps_out", "latency_ms", "node_latency_ms", "over_budget", 
 @dataclass
 class WatchedStream:
     name: str
-    camera: SyntheticVideoTrack
+    camera: SyntheticVideoTrack | FrameClock
+    """What the publisher sends: the camera itself, or the clock of its replayed loop."""
     publisher: WhipPublisher
     viewer: WhepViewer | None = None
     probe: LatencyProbe | None = None
@@ -64,13 +67,16 @@ class WatchedStream:
         """Publish `name` at `preset` (`size` is width, height, fps) and watch it; a refusal or
         a peer that does not connect is a `BenchFailed`. Nothing is left open on failure."""
         width, height, fps = size
-        stream = cls(name, SyntheticVideoTrack(width, height, fps, stamp=True),
-                     WhipPublisher(node.url, name, http, preset=preset))
+        camera = SyntheticVideoTrack(width, height, fps, stamp=decode)
+        stream = cls(name, camera, WhipPublisher(node.url, name, http, preset=preset))
         try:
             async with asyncio.timeout(3 * CONNECT_TIMEOUT_S):
                 # H.264 with the node's own x264 settings, as OBS would send: aiortc's default
                 # VP8 encoder costs the bench several times more CPU per stream on 2 cores
-                send_like_the_node(stream.publisher.pc, stream.camera, PUBLISH_CODEC, OutputSettings())
+                if decode:
+                    send_like_the_node(stream.publisher.pc, camera, PUBLISH_CODEC, OutputSettings())
+                else:
+                    stream.camera = await send_replayed(stream.publisher.pc, camera, PUBLISH_CODEC, OutputSettings())
                 await stream.publisher.publish()
                 await stream.publisher.wait_connected(CONNECT_TIMEOUT_S)
                 stream.viewer = WhepViewer(node.url, name, http)
