@@ -305,6 +305,10 @@ class BackgroundEffect(Effect):
             self._scene.update(params.prompt, params.scene_settings)  # type: ignore[attr-defined]
 
     # ---- per frame -------------------------------------------------------------------------
+    @property
+    def prepares_ahead(self) -> bool:
+        return self._scene is None  # only a generated scene's prepare queues a frame
+
     def prepare(self, frame: Frame) -> None:
         if self._scene is not None and hasattr(self._scene, "prepare"):
             self._scene.prepare(frame)  # lets several streams share the generator's device calls

@@ -251,6 +251,13 @@ class Effect:
         """`raw` checked against `Params`; `Unprocessable` naming each bad field."""
         return check_params(cls.Params, raw, cls.name)
 
+    @property
+    def prepares_ahead(self) -> bool:
+        """Whether `prepare` may run for the next frame before `apply` ran for this one (a job
+        lane overlaps the two): always for an effect without a `prepare` of its own; an effect
+        whose `prepare` keeps what `apply` needs in a single place must not (the default)."""
+        return type(self).prepare is Effect.prepare
+
     @classmethod
     def create(cls, raw: Mapping[str, Any] | None = None, context: EffectContext | None = None) -> Effect:
         return cls(cls.validate(raw), context)

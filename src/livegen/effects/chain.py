@@ -25,6 +25,11 @@ class EffectChain:
     def touches_pixels(self) -> bool:
         return any(effect.touches_pixels for effect in self.effects)
 
+    @property
+    def prepares_ahead(self) -> bool:
+        """Whether the next frame may be prepared before this one is applied (`Effect.prepares_ahead`)."""
+        return all(effect.prepares_ahead for effect in self.effects)
+
     def run(self, frame: Frame) -> None:
         """Both phases on one frame: `prepare`, then `apply`."""
         self.prepare(frame)

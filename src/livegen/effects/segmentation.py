@@ -15,13 +15,19 @@ The raw mask is low resolution and soft. It is then
 With `every_n_frames` > 1, or when the stream runs over budget, the model runs on only some
 frames and the others reuse the last mask (noted as `mask_reused`).
 
+`prepare` may run for the next frame before `apply` ran for this one (`prepares_ahead`: a job
+lane overlaps the model's run on frame N+1 with the rest of frame N); each prepared frame keeps
+its own input and inference until its `apply`, so the masks are the same either way.
+
 The result is `frame.mask_rgb` ((H, W) float32 on the host) and `frame.mask` ((1, H, W) on the
 device; on the CPU the same memory). The picture itself is not changed.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from collections import OrderedDict
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -75,10 +81,23 @@ def reduce(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return picture
 
 
+@dataclass
+class _Prepared:
+    """One frame between `prepare` and `apply`."""
+
+    reduced: np.ndarray
+    """The frame at refine size: the guide, and the model's input from it."""
+    fresh: bool
+    """Whether the model runs on this frame (else the last mask is reused)."""
+    pending: Future[np.ndarray] | None = None
+    raw: np.ndarray | None = None
+
+
 class SegmentationEffect(Effect):
     name = "segmentation"
     Params = SegmentationParams
     params: SegmentationParams
+    prepares_ahead = True
 
     def __init__(self, params: SegmentationParams, context=None):
         super().__init__(params, context)
@@ -92,41 +111,69 @@ class SegmentationEffect(Effect):
                 f"pip install --no-deps mediapipe==0.10.21) ({exc})"
             ) from None
         self._graph = SelfieSegmentation(model_selection=MODEL_SELECTION[params.model])
-        self._pending: Future[np.ndarray] | None = None
+        self._prepared: OrderedDict[int, _Prepared] = OrderedDict()  # by id(frame), oldest first
         self._previous: np.ndarray | None = None  # stabilised mask at refine size
         self._previous_gray: np.ndarray | None = None
         self._raw: np.ndarray | None = None  # last model output (model size)
-        self._fresh = False  # whether this frame's prepare() ran the model
-        self._reduced: np.ndarray | None = None  # this frame at refine size (prepare → apply)
+        self._inference: Future[np.ndarray] | None = None  # the latest submitted to the pool
 
     def retunable(self, params: SegmentationParams) -> bool:  # type: ignore[override]
         return params.model == self.params.model  # the rest is read per frame
 
     def _infer(self, small: np.ndarray) -> np.ndarray:
-        return self._graph.process(small).segmentation_mask.astype(np.float32, copy=False)
+        mask = self._graph.process(small).segmentation_mask
+        if mask is None:  # the graph gave no output for this input: fail this frame, clearly
+            raise RuntimeError("MediaPipe selfie segmentation returned no mask for this frame")
+        return mask.astype(np.float32, copy=False)
+
+    def _infer_after(self, previous: Future[np.ndarray] | None, small: np.ndarray) -> np.ndarray:
+        """In the pool: one graph runs one frame at a time, in order (a frame prepared ahead
+        waits for the one before it)."""
+        if previous is not None:
+            wait([previous])
+        return self._infer(small)
 
     def prepare(self, frame: Frame) -> None:
         width, height = frame.size
         p = self.params
         refine_size = (min(p.refine_width, width), max(1, round(height * min(p.refine_width, width) / width)))
-        self._reduced = reduce(frame.source, refine_size)  # the guide, and the model's input from it
+        reduced = reduce(frame.source, refine_size)
         due = frame.index % p.every_n_frames == 0 and not (frame.over_budget and self._raw is not None)
-        self._fresh = due or self._raw is None
-        if self._fresh:
-            small = cv2.resize(self._reduced, MODEL_INPUT[p.model], interpolation=cv2.INTER_AREA)
+        prepared = _Prepared(reduced, fresh=due or self._raw is None)
+        if prepared.fresh:
+            small = cv2.resize(reduced, MODEL_INPUT[p.model], interpolation=cv2.INTER_AREA)
             if frame.pool is not None:
-                self._pending = frame.pool.submit(self._infer, small)
+                prepared.pending = frame.pool.submit(self._infer_after, self._inference, small)
+                self._inference = prepared.pending
             else:
-                self._raw = self._infer(small)
+                prepared.raw = self._infer(small)
+        stale = self._prepared.pop(id(frame), None)  # an id reused after a failed frame
+        if stale is not None:
+            self._cancel(stale)
+        self._prepared[id(frame)] = prepared
+
+    def _take(self, frame: Frame) -> _Prepared:
+        """What `prepare` left for `frame`; frames prepared before it that never reached `apply`
+        (their chain failed on them) are dropped."""
+        if id(frame) not in self._prepared:
+            self.prepare(frame)
+        while True:
+            key, prepared = self._prepared.popitem(last=False)
+            if key == id(frame):
+                return prepared
+            self._cancel(prepared)
 
     def apply(self, frame: Frame) -> None:
-        if self._pending is not None:
-            self._raw, self._pending = self._pending.result(timeout=5), None
-        if not self._fresh:
+        prepared = self._take(frame)
+        if prepared.pending is not None:
+            self._raw = prepared.pending.result(timeout=5)
+        elif prepared.raw is not None:
+            self._raw = prepared.raw
+        if not prepared.fresh:
             frame.notes.add("mask_reused")
         width, height = frame.size
         p = self.params
-        reduced, self._reduced = self._reduced, None
+        reduced = prepared.reduced
         refine_size = (reduced.shape[1], reduced.shape[0])
         gray = cv2.cvtColor(reduced, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
         raw = cv2.resize(self._raw, refine_size, interpolation=cv2.INTER_LINEAR)  # type: ignore[arg-type]
@@ -143,11 +190,16 @@ class SegmentationEffect(Effect):
         full = cv2.resize(shaped, (width, height), interpolation=cv2.INTER_LINEAR)
         frame.set_mask(full)  # reaches the device only if an effect reads it there
 
-    def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+    @staticmethod
+    def _cancel(prepared: _Prepared) -> None:
+        if prepared.pending is not None:
+            prepared.pending.cancel()
             try:
-                self._pending.result(timeout=5)
+                prepared.pending.result(timeout=5)
             except Exception:
                 pass
+
+    def close(self) -> None:
+        while self._prepared:
+            self._cancel(self._prepared.popitem(last=False)[1])
         self._graph.close()

@@ -9,7 +9,8 @@ effects on that frame — the picture goes out as it came in, counted as `effect
 at most once per `flow.ratelog.LOG_INTERVAL_S` per stream — never the worker.
 
 Below the live streams run job lanes (`engine.lane`): files and gRPC clients, whose every
-frame is processed in order. A round with no live frame waiting takes one lane frame.
+frame is processed in order. A round with no live frame waiting takes one lane frame, or half
+of one for a pipelined lane (`_step_lane`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import av
@@ -27,7 +29,7 @@ import torch
 
 from livegen.effects import EffectChain, Frame
 from livegen.engine.governor import LEVELS, LoadGovernor
-from livegen.engine.lane import JobLane, LaneResult
+from livegen.engine.lane import JobLane, LaneClosed, LaneResult
 from livegen.engine.pipeline import InputFrame, StreamPipeline
 from livegen.errors import ConfigError
 from livegen.flow.stage import ThreadStage
@@ -49,7 +51,22 @@ class _Job:
     own_ms: float = 0.0
     """Time spent on this frame itself so far (not on other streams' frames of the round)."""
 
+
+@dataclass
+class _LaneFrame:
+    """A lane's frame between prepare and apply (a pipelined lane holds up to two across rounds)."""
+
+    lane: JobLane
+    frame: av.VideoFrame
+    future: Future[LaneResult]
+    waited_ms: float
+    index: int
+    work: Frame | None = None
+    own_ms: float = 0.0
+
+
 RECENT_WEIGHT = 0.2  # of the newest frame in a stream's running processing-time average
+LANE_PREPARED = 2  # a pipelined lane's frames between prepare and apply: the next one and the one after
 PROCESSING_SHARE = 0.5  # of the end-to-end budget that processing may take before effects shed work
 
 
@@ -87,6 +104,8 @@ class DeviceWorker(ThreadStage):
         self._lanes: tuple[JobLane, ...] = ()
         self._retired_lanes: list[JobLane] = []
         self._next_lane = 0
+        self._prepared: dict[JobLane, deque[_LaneFrame]] = {}
+        """Per lane, its frames prepared in earlier rounds and not yet applied, oldest first."""
         self.quality: QualitySampler | None = None
         """Where every Nth frame goes to be scored (person SSIM, flicker) off this thread."""
 
@@ -152,6 +171,8 @@ class DeviceWorker(ThreadStage):
             detached, self._detached = self._detached, []
             lanes, self._retired_lanes = self._retired_lanes, []
         for lane in lanes:
+            for prepared in self._prepared.pop(lane, ()):  # taken, but never to be applied
+                lane.finished(prepared.future, None, LaneClosed(f"lane {lane.name} is closed"))
             try:
                 lane.chain.close()
             except Exception:
@@ -187,48 +208,84 @@ class DeviceWorker(ThreadStage):
         return self._run_lane()
 
     def _run_lane(self) -> bool:
-        """One frame of one lane (taking turns), when no live stream had a frame waiting."""
+        """One step of one lane (lanes take turns), when no live stream had a frame waiting."""
         lanes = self._lanes
         for turn in range(len(lanes)):
             lane = lanes[(self._next_lane + turn) % len(lanes)]
-            item = lane.take()
-            if item is None:
-                continue
-            self._next_lane = (self._next_lane + turn + 1) % len(lanes)
-            frame, submitted, future = item
-            started = time.perf_counter()
-            try:
-                result = self._process_lane_frame(lane, frame)
-            except Exception as exc:
-                lane.finished(future, None, exc)
-            else:
-                result.waited_ms = (started - submitted) * 1000.0
-                lane.finished(future, result, None)
-            return True
+            if self._step_lane(lane):
+                self._next_lane = (self._next_lane + turn + 1) % len(lanes)
+                return True
         return False
 
-    def _process_lane_frame(self, lane: JobLane, frame: av.VideoFrame) -> LaneResult:
-        """The whole chain on one frame, at full quality: a job sheds nothing."""
+    def _step_lane(self, lane: JobLane) -> bool:
+        """A whole frame, or for a lane whose chain can prepare ahead (`EffectChain.prepares_ahead`)
+        one half of one: its next frame prepared, or its oldest prepared frame applied. Such a
+        lane keeps the next frame prepared (segmentation running in the CPU pool) while this
+        thread applies the one before, and a live frame arriving meanwhile waits for one half."""
+        prepared = self._prepared.setdefault(lane, deque())
+        if len(prepared) >= LANE_PREPARED:
+            self._finish_lane_frame(prepared.popleft())
+            return True
+        item = lane.take()
+        if item is None:
+            if prepared:
+                self._finish_lane_frame(prepared.popleft())
+                return True
+            return False
+        index = prepared[-1].index + 1 if prepared else lane.frames_done
+        frame = self._prepare_lane_frame(lane, item, index)
+        if frame is not None:
+            if frame.work is not None and lane.chain.prepares_ahead:
+                prepared.append(frame)
+            else:
+                self._finish_lane_frame(frame)
+        return True
+
+    def _prepare_lane_frame(
+        self, lane: JobLane, item: tuple[av.VideoFrame, float, Future[LaneResult]], index: int
+    ) -> _LaneFrame | None:
+        """A lane frame converted and prepared, at full quality (a job sheds nothing); None
+        when the chain raised (its future says so)."""
+        frame, submitted, future = item
         started = time.perf_counter()
+        entry = _LaneFrame(lane, frame, future, (started - submitted) * 1000.0, index)
         if not lane.chain.touches_pixels:
-            return LaneResult(frame, 0.0, 0.0)
-        work = Frame(
-            lane.frames_done,
-            rgb=frame_to_rgb(frame),
-            device=self.device,
-            dtype=self.dtype,
-            pool=self.pool,
-            device_path=self.device_path,
-        )
-        lane.chain.run(work)
-        if frame.format.name == "rgb24":  # RGB in, RGB out (gRPC clients): no 4:2:0 round trip
-            out = av.VideoFrame.from_ndarray(work.rgb, format="rgb24")
-            out.pts = frame.pts
-            if frame.time_base is not None:
-                out.time_base = frame.time_base
-        else:
-            out = rgb_to_frame(work.rgb, like=frame)
-        return LaneResult(out, (time.perf_counter() - started) * 1000.0, 0.0, work.timings_ms)
+            return entry
+        try:
+            entry.work = Frame(
+                index,
+                rgb=frame_to_rgb(frame),
+                device=self.device,
+                dtype=self.dtype,
+                pool=self.pool,
+                device_path=self.device_path,
+            )
+            entry.work.timings_ms["convert_in"] = (time.perf_counter() - started) * 1000.0
+            lane.chain.prepare(entry.work)
+        except Exception as exc:
+            lane.finished(future, None, exc)
+            return None
+        entry.own_ms = (time.perf_counter() - started) * 1000.0
+        return entry
+
+    def _finish_lane_frame(self, entry: _LaneFrame) -> None:
+        """The chain applied to a prepared lane frame; its future gets the result."""
+        lane, frame, work = entry.lane, entry.frame, entry.work
+        started = time.perf_counter()
+        try:
+            if work is None:
+                out = frame
+            else:
+                lane.chain.apply(work)
+                ran = time.perf_counter()
+                out = _lane_output(work.rgb, frame)
+                work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0
+        except Exception as exc:
+            lane.finished(entry.future, None, exc)
+            return
+        own_ms = entry.own_ms + (time.perf_counter() - started) * 1000.0 if work is not None else 0.0
+        timings = work.timings_ms if work is not None else {}
+        lane.finished(entry.future, LaneResult(out, own_ms, entry.waited_ms, timings), None)
 
     def _process(self, taken: list[tuple[StreamPipeline, InputFrame]]) -> None:
         """One round: every stream's frame is converted and prepared, then each is applied
@@ -316,6 +373,18 @@ class DeviceWorker(ThreadStage):
             pipeline.stats.stages(work.timings_ms, work.notes, work.transfers if work.device_path else None)
             if self.quality is not None:
                 self.quality.offer(pipeline.name, work.index, work.source, work.rgb, work.mask_rgb)
+
+
+def _lane_output(rgb: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
+    """A lane's processed picture as a frame with `like`'s timing: RGB in, RGB out (gRPC
+    clients: no 4:2:0 round trip), else yuv420p for an encoder."""
+    if like.format.name != "rgb24":
+        return rgb_to_frame(rgb, like=like)
+    out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    out.pts = like.pts
+    if like.time_base is not None:
+        out.time_base = like.time_base
+    return out
 
 
 def _full_size(rgb: np.ndarray, like: av.VideoFrame) -> np.ndarray:
