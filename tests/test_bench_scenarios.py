@@ -236,7 +236,7 @@ def test_bench_all_runs_every_case_goes_on_past_a_failure_and_regenerates_the_re
 
     assert code == 1
     cases = [argv[4:] for argv in ran]
-    assert [c[0] for c in cases] == ["e2e", "e2e", "fanout", "relay", "pipeline", "neighbour", "overload"]
+    assert [c[0] for c in cases] == ["e2e", "e2e", "fanout", "relay", "pipeline", "neighbour", "overload", "process"]
     assert cases[0][:3] == ["e2e", "--preset", "passthrough"] and cases[1][:3] == ["e2e", "--preset", "edges"]
     assert "generated" in cases[4][cases[4].index("--presets") + 1]  # as the committed pipeline result
     run_ids = {argv[argv.index("--run-id") + 1] for argv in ran}

@@ -1,4 +1,4 @@
-"""`livegen serve | bench | doctor | models`: parse arguments, load settings, run."""
+"""`livegen serve | bench | process | doctor | models`: parse arguments, load settings, run."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from livegen.api import create_app
+    from livegen.api.serve import run
 
     settings = _settings(args)
     logging.getLogger().setLevel(settings.log_level)
@@ -42,9 +41,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"refusing to listen on {host} with no auth.publish_tokens: anyone could publish. "
             "Configure tokens, or pass --insecure to accept that."
         )
+    auth, grpc_api = settings.auth, settings.grpc
+    if grpc_api.enabled and not (auth.publish_tokens or auth.operator_token) and not _is_loopback(grpc_api.host):
+        if not args.insecure:
+            raise ConfigError(
+                f"refusing to serve the gRPC frame API on {grpc_api.host} with no tokens: anyone could use "
+                "the node's device. Configure auth tokens, or pass --insecure to accept that."
+            )
     app = create_app(settings)
     log.info("livegen on http://%s:%d/ (webcam page), /watch/<stream>, /api/streams", host, port)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    run(app, host, port)  # SIGTERM/SIGINT: drain for server.drain_s, then stop
     return 0
 
 
@@ -68,6 +74,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from livegen.bench import run_scenario
 
     return run_scenario(args)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from livegen.files.command import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark scenario and record it under bench/results/")
     add_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    from livegen.files.command import add_arguments as add_process_arguments
+
+    process = sub.add_parser("process", help="a video file through a preset or a chain of effects, every frame")
+    add_process_arguments(process)
+    process.set_defaults(func=cmd_process)
     return parser
 
 

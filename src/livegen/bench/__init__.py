@@ -12,6 +12,8 @@ longest chain the node accepts: does it keep its frame rate and latency?
 overload (`overload.py`): several heavy streams on one node: in-node latency against the budget,
 read every few seconds.
 soak (`soak.py`): one stream for minutes: the node's memory, threads and latency, row by row.
+process (`process.py`): a video file through the engine per preset (`files.process`): real-time
+factor and time per stage; then a live stream alone and beside a file job on the same worker.
 all (`suite.py`): every scenario above with its committed arguments, each in its own process, as
 one run of one clean commit; then the reports.
 report: regenerate the results README and the project README's table from the committed

@@ -51,6 +51,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
                   options.add_neighbour_flags),
     "overload": ("several heavy streams on one node: in-node latency against the budget", options.add_overload_flags),
     "soak": ("one stream for minutes: the node's memory and latency, minute by minute", options.add_soak_flags),
+    "process": ("a video file through the engine per preset (real-time factor), and a live stream beside a file job",
+                options.add_process_flags),
 }
 NOISY_LOGGERS = ("aioice", "aiortc")
 

@@ -117,12 +117,10 @@ class RelayOptions(PublishOptions):
 
 
 @dataclass(frozen=True)
-class PipelineOptions(VideoOptions):
-    scenario: ClassVar[str] = "pipeline"
-    max_fps: ClassVar[float] = 240
+class PresetsOptions(VideoOptions):
+    """A scenario run in-process over a list of presets (`--presets a,b`) on a device."""
 
-    seconds: float = 10.0
-    presets: tuple[str, ...] = ("passthrough", "blur", "office", "studio", "news", PIPELINE_GOAL_PRESET)
+    presets: tuple[str, ...] = ()
     device: str = "auto"
 
     @classmethod
@@ -134,6 +132,15 @@ class PipelineOptions(VideoOptions):
         super().check()
         if not self.presets:
             raise ValueError("--presets names no preset")
+
+
+@dataclass(frozen=True)
+class PipelineOptions(PresetsOptions):
+    scenario: ClassVar[str] = "pipeline"
+    max_fps: ClassVar[float] = 240
+
+    seconds: float = 10.0
+    presets: tuple[str, ...] = ("passthrough", "blur", "office", "studio", "news", PIPELINE_GOAL_PRESET)
 
 
 # ---- soak, neighbour and overload: streams on one node for a while ------------------------------
@@ -286,6 +293,40 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--presets", default=_csv(d.presets),
         help=f"presets to run, comma-separated; join presets with + (default {_csv(d.presets)})")
+    add("--device", choices=DEVICES, default=d.device, help="engine device (default auto)")
+    add("--config", type=Path, default=None, help="settings file (presets and assets folders)")
+
+
+# ---- process: a file through the engine, and a live stream beside a file job ------------------
+@dataclass(frozen=True)
+class ProcessOptions(PresetsOptions):
+    """A clip of `seconds` at width × height @ fps processed with each of `presets`; then, with
+    `live`, a live stream at `live_preset` measured for `live_seconds` alone and beside a job."""
+
+    scenario: ClassVar[str] = "process"
+
+    seconds: float = 10.0
+    presets: tuple[str, ...] = ("blur", "passthrough")
+    live: bool = True
+    live_preset: str = "blur"
+    live_seconds: float = 10.0
+
+    def check(self) -> None:
+        super().check()
+        if self.seconds > 600 or self.live_seconds <= 0 or self.live_seconds > 600:
+            raise ValueError("--seconds and --live-seconds must be > 0 and at most 600")
+
+
+def add_process_flags(parser: argparse.ArgumentParser) -> None:
+    d = ProcessOptions()
+    _add_video_flags(parser, d, "of the clip", "seconds of the clip (synthesized with audio)")
+    add = parser.add_argument
+    add("--presets", default=_csv(d.presets), help=f"presets the clip is processed with (default {_csv(d.presets)})")
+    add("--live", action=argparse.BooleanOptionalAction, default=d.live,
+        help="measure a live stream alone and beside a file job on the same worker (default on)")
+    add("--live-preset", default=d.live_preset, help=f"the live stream's preset (default {d.live_preset})")
+    add("--live-seconds", type=float, default=d.live_seconds,
+        help=f"measured seconds of the live stream, alone and beside the job (default {d.live_seconds:g})")
     add("--device", choices=DEVICES, default=d.device, help="engine device (default auto)")
     add("--config", type=Path, default=None, help="settings file (presets and assets folders)")
 

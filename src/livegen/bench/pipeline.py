@@ -41,14 +41,13 @@ from livegen.bench.samples import describe
 from livegen.config import EngineSettings, PresetSpec, load_settings
 from livegen.diffusion.generator import DiffusionGenerator
 from livegen.effects import EffectChain
-from livegen.effects.base import EffectContext
 from livegen.engine.pipeline import StreamPipeline
 from livegen.engine.presets import PresetLibrary
 from livegen.engine.stats import StreamStats
-from livegen.engine.worker import DeviceWorker, select_device
+from livegen.engine.worker import DeviceWorker
 from livegen.errors import ConfigError, LivegenError
-from livegen.media.assets import AssetStore
 from livegen.media.convert import rgb_to_frame
+from livegen.runtime import NodeEngine
 
 LOOP_FRAMES = 48
 GOAL = "holds the frame rate with processing p95 ≤ 20 ms, no frame fallen back or degraded"
@@ -74,13 +73,8 @@ class PipelineSetup:
         opts = PipelineOptions.from_args(args)
         try:
             settings = load_settings(args.config)
-            device = select_device(opts.device)
-            generator = DiffusionGenerator(settings.diffusion, device)
-            assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
-            library = PresetLibrary.from_folder(
-                settings.presets_dir(), settings.engine.default_preset,
-                EffectContext(assets=assets, generator=generator),
-            )
+            built = NodeEngine.build(settings, opts.device)
+            library, device, generator = built.presets, built.worker.device, built.generator
             for name in opts.presets:
                 combined_spec(library, name)
         except (ConfigError, LivegenError) as exc:

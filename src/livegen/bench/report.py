@@ -22,6 +22,7 @@ from livegen.bench import (
     neighbour_report,
     overload_report,
     pipeline_report,
+    process_report,
     relay_report,
     soak_report,
 )
@@ -44,6 +45,7 @@ SUMMARIES = {  # the project README's table, scenario by scenario in this order
     "neighbour": neighbour_report.summary_rows,
     "overload": overload_report.summary_rows,
     "soak": soak_report.summary_rows,
+    "process": process_report.summary_rows,
 }
 
 

@@ -63,6 +63,7 @@ PLAN: tuple[Case, ...] = (
     Case("neighbour", "neighbour", (), 1.5),
     Case("overload", "overload", (), 1.0),
     Case("soak", "soak", ("--minutes", "10"), 10.5),
+    Case("process", "process", (), 1.5),
 )
 
 
