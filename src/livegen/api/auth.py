@@ -14,6 +14,7 @@ Who may do what:
   `operate` (ending a stream's viewers by id): the operator only; no publish token grants these,
   not even `"*"`.
 - `upload`: the operator or any publish token.
+- `process` (frames sent to the gRPC frame API, `livegen.api.rpc`): the same as `upload`.
 A WHIP/WHEP session URL is a capability on top of this: see `api.webrtc`.
 """
 
@@ -32,7 +33,11 @@ NODE = "*"
 
 
 def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+    return parse_bearer(request.headers.get("Authorization", ""))
+
+
+def parse_bearer(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (an HTTP header, gRPC metadata)."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -68,7 +73,7 @@ def _granting(auth: AuthSettings, action: str, stream: str) -> list[str | None] 
         return [auth.operator_token, _stream_token(auth.viewer_tokens, stream), publish]
     if auth.operator_token is None and not auth.publish_tokens:
         return None
-    if action == "upload":
+    if action in ("upload", "process"):
         return [auth.operator_token, *auth.publish_tokens.values()]
     if action == "control":
         return [auth.operator_token, publish]
@@ -79,11 +84,16 @@ def _granting(auth: AuthSettings, action: str, stream: str) -> list[str | None] 
 
 def authorize(request: web.Request, auth: AuthSettings, action: str, stream: str) -> None:
     """Raise 401/403 unless the request may do `action` ("publish", "watch", "control",
-    "operate", "upload") on `stream` (`NODE` for node-wide reads); see the module's docstring."""
+    "operate", "upload", "process") on `stream` (`NODE` for node-wide reads); see the module's
+    docstring."""
+    authorize_token(bearer_token(request), auth, action, stream)
+
+
+def authorize_token(token: str | None, auth: AuthSettings, action: str, stream: str) -> None:
+    """`authorize` for a token that came some other way than an HTTP request (gRPC metadata)."""
     granting = _granting(auth, action, stream)
     if granting is None:
         return
-    token = bearer_token(request)
     where = "this node" if stream == NODE else f"stream {stream!r}"
     if token is None:
         raise Unauthorized(f"{action} on {where} needs a bearer token")
@@ -101,3 +111,19 @@ def allows(request: web.Request, auth: AuthSettings, action: str, stream: str) -
         return True
     token = bearer_token(request)
     return token is not None and _matches(token, granting)
+
+
+def token_identity(request: web.Request, auth: AuthSettings) -> str | None:
+    """Who the request's bearer token is, as a name that can be stored and shown (never the
+    token): "operator", or "publish:<stream>" for the publish token configured for <stream>
+    (or "*"); None without a token the node knows. Things a token creates (file jobs) are kept
+    under this name, so its holder finds them again and another publisher does not."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    if _matches(token, [auth.operator_token]):
+        return "operator"
+    for stream, candidate in sorted(auth.publish_tokens.items()):
+        if _matches(token, [candidate]):
+            return f"publish:{stream}"
+    return None

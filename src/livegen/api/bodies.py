@@ -53,6 +53,12 @@ async def read_model(request: web.Request, model: type[M], empty_ok: bool = Fals
     """The JSON body checked against `model`: 400 when it is not JSON, 422 naming each bad
     field when it does not fit. With `empty_ok`, no body at all reads as `{}`."""
     raw = await read_json(request) if request.can_read_body or not empty_ok else {}
+    return check_model(model, raw)
+
+
+def check_model(model: type[M], raw: Any) -> M:
+    """`raw` (parsed JSON, or the same from another API) checked against `model`: 422 naming
+    each bad field when it does not fit."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -59,6 +59,32 @@ class PresetLibrary:
             )
         return spec
 
+    def requested(
+        self,
+        preset: str | None,
+        effects: list[EffectSpec] | None,
+        params: dict[str, dict[str, Any]] | None,
+        base: PresetSpec | None = None,
+    ) -> PresetSpec:
+        """The chain a request asks for (a stream's PATCH, a job): `preset`, or a custom chain of
+        `effects`, or else `base` (the default preset when None), then `params` merged in; 422
+        naming the field for a bad combination, an unknown preset or an effect not in the chain.
+        Only the names are checked here: `build` checks the effects and their parameters."""
+        if preset is not None and effects is not None:
+            raise Unprocessable(
+                "give either preset or effects, not both",
+                errors=[{"field": "effects", "message": "give either preset or effects, not both"}],
+            )
+        if preset is not None:
+            spec = self.spec(preset)
+        elif effects is not None:
+            spec = PresetSpec(name="custom", description="set through the API", effects=effects)
+        else:
+            spec = base if base is not None else self.spec(None)
+        if params:
+            spec = with_params(spec, params)
+        return spec
+
     def build(self, spec: PresetSpec) -> EffectChain:
         """A fresh chain for `spec`; 422 naming the bad effect or parameter. May take a while
         (models, files): call it off the event loop."""

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from livegen.config import EffectSpec, PresetSpec
-from livegen.engine.presets import PresetLibrary, with_params
-from livegen.errors import NotFound, Unprocessable
+from livegen.engine.presets import PresetLibrary
+from livegen.errors import NotFound
 from livegen.hub.stream import Stream
 
 log = logging.getLogger(__name__)
@@ -30,16 +30,7 @@ def wanted_spec(
 ) -> PresetSpec:
     """The chain `stream` should run after the change: `preset`, or `effects`, then `params`
     merged in; 422 for a bad combination, an unknown preset or an effect not in the chain."""
-    if preset is not None and effects is not None:
-        raise Unprocessable("give either preset or effects, not both")
-    spec = stream.spec
-    if preset is not None:
-        spec = presets.spec(preset)
-    elif effects is not None:
-        spec = PresetSpec(name="custom", description="set through the API", effects=effects)
-    if params:
-        spec = with_params(spec, params)
-    return spec
+    return presets.requested(preset, effects, params, base=stream.spec)
 
 
 async def change_chain(stream: Stream, presets: PresetLibrary, spec: PresetSpec, still_live: Callable[[], bool]) -> None:

@@ -66,6 +66,16 @@ class AssetStore:
             raise Unprocessable(f"no asset {ref!r}: use upload:<id> or a file under configs/assets/")
         return path
 
+    def resolve_video(self, ref: str) -> Path:
+        """The uploaded video behind `upload:<id>` (a file job's input: probed in full when it was
+        uploaded); `Unprocessable` for an unknown upload, an image, or any other reference."""
+        if not UPLOAD_REF.fullmatch(ref):
+            raise Unprocessable(f"{ref!r} is not an upload reference (upload:<id>)")
+        path = self.resolve(ref)
+        if path.suffix not in VIDEO_TYPES.values():
+            raise Unprocessable(f"{ref!r} is an image, not a video")
+        return path
+
     def load_image(self, ref: str) -> np.ndarray:
         """The image behind `ref` as (H, W, 3) uint8 RGB; `Unprocessable` when it is none."""
         from PIL import Image

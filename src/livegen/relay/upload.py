@@ -66,6 +66,23 @@ from livegen.relay.multipart import (
 
 log = logging.getLogger(__name__)
 
+
+def s3_client(settings: UploadSettings, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0) -> Any:
+    """The node's S3 client (recordings, file jobs); botocore's retries are off: callers use `Backoff`."""
+    config = Config(
+        region_name=settings.region,
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={"total_max_attempts": 1},
+        # path-style for custom endpoints: MinIO needs it, R2 and others accept it
+        s3={"addressing_style": "path"} if settings.endpoint else None,
+        # only what every S3-compatible server understands; parts carry Content-MD5 instead
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint, config=config)
+
+
 class RecordingUploader(ThreadStage):
     """Uploads the recordings under `recordings_dir` to the bucket of `settings` (see the module
     docstring). The recorder calls `on_file_opened` when it starts a file and `on_file_closed`
@@ -208,7 +225,7 @@ class RecordingUploader(ThreadStage):
     # ---- the thread -----------------------------------------------------------------------
     def step(self) -> bool:
         if self._client is None:
-            self._client = self._make_client()
+            self._client = s3_client(self.settings, self.connect_timeout_s, self.read_timeout_s)
         busy = False
         for upload in self._due():
             if self.stopping:
@@ -221,20 +238,6 @@ class RecordingUploader(ThreadStage):
         with self._lock:
             uploads = list(self._uploads.values())
         return (u for u in uploads if u.retry_at <= now)
-
-    def _make_client(self) -> Any:
-        config = Config(
-            region_name=self.settings.region,
-            connect_timeout=self.connect_timeout_s,
-            read_timeout=self.read_timeout_s,
-            retries={"total_max_attempts": 1},  # retried here, with Backoff, so a stop never waits on botocore
-            # path-style for custom endpoints: MinIO needs it, R2 and others accept it
-            s3={"addressing_style": "path"} if self.settings.endpoint else None,
-            # only what every S3-compatible server understands; parts carry Content-MD5 instead
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        return boto3.session.Session().client("s3", endpoint_url=self.settings.endpoint, config=config)
 
     def _advance(self, upload: RecordingUpload) -> bool:
         """One S3 call for `upload`, if it has one to make; True when it did."""
