@@ -165,6 +165,11 @@ class DiffusionGenerator:
         return self._reason
 
     @property
+    def loading(self) -> bool:
+        """Whether `start()`'s thread is still loading the models (and warming them up)."""
+        return self._loader is not None and self._loader.is_alive()
+
+    @property
     def path(self) -> str | None:
         """What runs (`cuda fp16 channels-last compiled`…), or None while there is no batcher."""
         return self.batcher.path if self.batcher is not None else None
