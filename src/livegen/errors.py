@@ -121,3 +121,9 @@ class AtCapacity(LivegenError):
 
     def __init__(self, detail: str, retry_after: int = 5):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class NodeDraining(AtCapacity):
+    """The node is shutting down: live streams go on, new publishes go to another node."""
+
+    title = "Node shutting down"

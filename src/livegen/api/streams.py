@@ -1,4 +1,5 @@
-"""REST: live streams with their stats, live preset switching, presets, health and readiness."""
+"""REST: live streams with their stats (`?scope=cluster`: every node's, see `api.cluster`), live
+preset switching, presets, health and readiness."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from livegen.api import cluster
 from livegen.api.auth import NODE, allows, authorize
 from livegen.api.bodies import read_model
-from livegen.api.keys import HUB, SETTINGS, WORKER
+from livegen.api.keys import GENERATOR, HUB, SETTINGS, WORKER
 from livegen.config import EffectSpec
+from livegen.errors import BadRequest
 
 
 class StreamPatch(BaseModel):
@@ -24,6 +27,11 @@ class StreamPatch(BaseModel):
 
 async def list_streams(request: web.Request) -> web.Response:
     authorize(request, request.app[SETTINGS].auth, "control", NODE)
+    scope = request.query.get("scope", "local")
+    if scope == "cluster":
+        return await cluster.cluster_streams(request)
+    if scope != "local":
+        raise BadRequest(f"scope must be local or cluster, not {scope[:32]!r}")
     return web.json_response({"streams": [s.info for s in request.app[HUB].snapshots()]})
 
 
@@ -62,11 +70,16 @@ async def ready(request: web.Request) -> web.Response:
         reasons.append("the device worker is not running")
     if hub.at_capacity:
         reasons.append(f"all {hub.settings.rtc.max_streams} stream slots are taken")
+    if hub.draining:
+        reasons.append("the node is shutting down")
+    if request.app[GENERATOR].loading:
+        reasons.append("the diffusion models are still loading")
+    state = {"device": str(worker.device), "streams": len(hub.streams)}
     if reasons:
         return web.json_response(
-            {"ready": False, "reasons": reasons}, status=503, headers={"Retry-After": "5"}
+            {"ready": False, "reasons": reasons, **state}, status=503, headers={"Retry-After": "5"}
         )
-    return web.json_response({"ready": True, "device": str(worker.device), "streams": len(hub.streams)})
+    return web.json_response({"ready": True, **state})
 
 
 def add_routes(app: web.Application) -> None:

@@ -93,7 +93,8 @@ class NodeProcess:
         self.port = free_port()
         config = self.config_path
         base = {
-            "server": {"host": LOOPBACK, "port": self.port},
+            # drain_s 0: stop() ends the node at once, live streams or not (no drain to wait out)
+            "server": {"host": LOOPBACK, "port": self.port, "drain_s": 0},
             "rtc": {"host_addresses": [LOOPBACK]},
             "engine": {"device": self.device},
             "log_level": self.log_level,

@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import av
@@ -29,6 +29,7 @@ from livegen.errors import (
     AtCapacity,
     BadRequest,
     LivegenError,
+    NodeDraining,
     NotFound,
     StreamBusy,
     StreamNotPublished,
@@ -80,6 +81,13 @@ class StreamHub:
         self.streams: dict[str, Stream] = {}
         self._negotiating: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.stream_ended: list[Callable[[str], None]] = []
+        self.drain_started: list[Callable[[], None]] = []
+        """Called when `drain` begins (the cluster says the node takes no new publishers)."""
+        """Called (on the loop, must not block) with a stream's name once it has ended, however
+        it ended; the cluster registry releases the name's claim."""
+        self.draining = False
+        """Set by `drain()`: the node is shutting down and takes no new publishers."""
 
     # ---- reading ------------------------------------------------------------------------------
     @property
@@ -128,6 +136,8 @@ class StreamHub:
     # ---- publishing (WHIP) --------------------------------------------------------------------
     async def publish(self, name: str, offer: str, preset: str | None = None) -> tuple[IngestSession, str]:
         check_stream_name(name)
+        if self.draining:
+            raise NodeDraining("the node is shutting down: publish to another node")
         held = self.streams.get(name)
         if held is not None and name not in self._negotiating:
             if held.ingest is None:
@@ -278,6 +288,8 @@ class StreamHub:
         if self.streams.get(stream.name) is not stream:
             return
         del self.streams[stream.name]
+        for listener in self.stream_ended:
+            listener(stream.name)
         self.worker.detach(stream.pipeline)
         viewers = list(stream.viewers.values())
         stream.viewers.clear()
@@ -342,7 +354,7 @@ class StreamHub:
         stream = self.streams.get(session.stream)
         if isinstance(session, IngestSession):
             if stream is not None and stream.ingest is session:
-                if self.settings.relay.grace_s > 0:
+                if self.settings.relay.grace_s > 0 and not self.draining:
                     await session.close()
                     await self._hold(stream)
                 else:
@@ -352,6 +364,33 @@ class StreamHub:
             await session.close()
         else:
             await session.close()
+
+    # ---- shutting down ------------------------------------------------------------------------
+    async def drain(self, timeout_s: float) -> bool:
+        """Take no new publishers and wait up to `timeout_s` for the live streams to end; True
+        when they all did. Streams held on their slate end at once (their publisher could not
+        come back here), and so does a stream whose publisher drops from now on."""
+        self.draining = True
+        for listener in self.drain_started:
+            listener()
+        held = [s for s in self.streams.values() if s.ingest is None]
+        await asyncio.gather(*(self._remove_stream(s) for s in held))
+        timers = {f"grace {s.name}" for s in held}  # their grace timers (see _hold) wait for nothing now
+        for task in list(self._tasks):
+            if task.get_name() in timers:
+                task.cancel()
+        if self.streams or self._negotiating:
+            log.info("draining: waiting up to %.0f s for %d live streams to end", timeout_s, len(self.streams))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # polled: streams end through several paths (DELETE, peer failure, operator), and a
+        # publish negotiating when the drain began may still add one
+        while self.streams or self._negotiating:
+            if loop.time() >= deadline:
+                log.info("draining: %d streams still live after %.0f s; closing them", len(self.streams), timeout_s)
+                return False
+            await asyncio.sleep(min(0.1, deadline - loop.time()))
+        return True
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
