@@ -174,7 +174,8 @@ async function negotiate(pc, url, token, signal) {
   const answer = await response.text();
   const header = response.headers.get("Location");
   if (!header) throw new SignallingError(response.status, "the node answered without a Location header");
-  const location = new URL(header, url).href;
+  // against the URL that answered: a cluster node may have redirected the POST (307)
+  const location = new URL(header, response.url || url).href;
   const session = new Session(pc, location, token);
   try {
     if (signal?.aborted) throw abortError();

@@ -11,7 +11,7 @@ from importlib import metadata
 from aiohttp import web
 
 from livegen.api.auth import NODE, authorize
-from livegen.api.keys import GENERATOR, HUB, SETTINGS, WORKER
+from livegen.api.keys import CLUSTER, GENERATOR, HUB, SETTINGS, WORKER
 from livegen.api.metrics import METRICS
 from livegen.errors import NotFound
 from livegen.hub.stream import public_id
@@ -32,6 +32,7 @@ async def node(request: web.Request) -> web.Response:
     app = request.app
     hub, worker = app[HUB], app[WORKER]
     metrics = app.get(METRICS)
+    cluster = app.get(CLUSTER)
     return web.json_response({
         "device": str(worker.device),
         "worker_running": worker.running,
@@ -41,6 +42,7 @@ async def node(request: web.Request) -> web.Response:
         "versions": {name: _version(name) for name in ("livegen", "torch", "aiortc", "av")},
         "gpus": read_gpus(metrics.gpus if metrics is not None else None),
         "diffusion": app[GENERATOR].describe(),
+        "cluster": None if cluster is None else await cluster.describe(),
     })
 
 

@@ -5,6 +5,8 @@ it), a relative `Location` for the session, its `ETag`, and the configured STUN/
 `Link: <url>; rel="ice-server"` headers. `PATCH` on the session takes trickled candidates
 (`application/trickle-ice-sdpfrag`, 204); an ICE restart is answered 422, not supported.
 `DELETE` ends the session. `OPTIONS` (and `HEAD` for WHEP) serve discovery and CORS preflight.
+In a cluster (`api.cluster`) a `POST` (and `HEAD`) may instead be answered `307` to the node
+with room or the node that holds the stream, after auth, and `Location` is absolute.
 
 A session's URL is a capability: its last part is the session id, a random secret only the
 client that created the session learns (in `Location`) and the API never shows (viewers are
@@ -18,6 +20,7 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
+from livegen.api import cluster
 from livegen.api.auth import allows, authorize
 from livegen.api.bodies import read_text
 from livegen.api.keys import HUB, SETTINGS
@@ -63,19 +66,29 @@ def _authorize(request: web.Request, action: str) -> str:
 async def whip_publish(request: web.Request) -> web.Response:
     stream = _authorize(request, "publish")
     offer = await read_text(request, SDP, "offer")
-    session, answer = await request.app[HUB].publish(stream, offer, request.query.get("preset"))
-    return _created(request, answer, f"/whip/{stream}/{session.id}", session.etag)
+    elsewhere = await cluster.publish_elsewhere(request, stream)
+    if elsewhere is not None:
+        return cluster.redirect(request, elsewhere, "whip")
+    async with cluster.claimed(request, stream):
+        session, answer = await request.app[HUB].publish(stream, offer, request.query.get("preset"))
+    return _created(request, answer, cluster.session_url(request, f"/whip/{stream}/{session.id}"), session.etag)
 
 
 async def whep_watch(request: web.Request) -> web.Response:
     stream = _authorize(request, "watch")
     offer = await read_text(request, SDP, "offer")
+    elsewhere = await cluster.watch_elsewhere(request, stream)
+    if elsewhere is not None:
+        return cluster.redirect(request, elsewhere, "whep")
     session, answer = await request.app[HUB].watch(stream, offer)
-    return _created(request, answer, f"/whep/{stream}/{session.id}", session.etag)
+    return _created(request, answer, cluster.session_url(request, f"/whep/{stream}/{session.id}"), session.etag)
 
 
 async def whep_head(request: web.Request) -> web.Response:
     name = _authorize(request, "watch")
+    elsewhere = await cluster.watch_elsewhere(request, name)
+    if elsewhere is not None:
+        return cluster.redirect(request, elsewhere, "whep")
     if name not in request.app[HUB].streams:
         raise StreamNotPublished(name)
     return web.Response(status=200, headers={"Accept-Post": SDP})

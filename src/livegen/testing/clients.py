@@ -1,4 +1,9 @@
-"""Loopback WHIP/WHEP clients on real aiortc peers, used by the tests and by `livegen bench`."""
+"""Loopback WHIP/WHEP clients on real aiortc peers, used by the tests and by `livegen bench`.
+
+Like a WHIP client should (RFC 9725, load balancing and redirections), they follow `307`/`308`
+answers to a POST by sending the same offer, with the same headers, to the new `Location`, and
+resolve the session's `Location` against the URL that finally answered.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ class SignallingError(Exception):
         self.body = body
 
 
+MAX_REDIRECTS = 5
+
+
 class _Client:
     def __init__(self, url: str, http: aiohttp.ClientSession, token: str | None = None):
         self.url = url
@@ -23,18 +31,31 @@ class _Client:
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.location: str | None = None
+        self.redirects: list[str] = []
+        """URLs the POST was redirected to, in order; `url` is the last."""
         self.states: list[str] = [self.pc.connectionState]
         self.pc.on("connectionstatechange", lambda: self.states.append(self.pc.connectionState))
 
     async def _exchange(self) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with self.http.post(
-            self.url, data=self.pc.localDescription.sdp, headers={"Content-Type": "application/sdp", **self.auth}
-        ) as response:
-            body = await response.text()
-            if response.status != 201:
-                raise SignallingError(response.status, body)
-            self.location = urljoin(self.url, response.headers["Location"])
+        headers = {"Content-Type": "application/sdp", **self.auth}
+        for _ in range(MAX_REDIRECTS + 1):
+            # aiohttp would follow a 307 itself, but it drops Authorization on the way to another
+            # origin (as browsers and curl do); a WHIP client repeats its request as it was
+            async with self.http.post(
+                self.url, data=self.pc.localDescription.sdp, headers=headers, allow_redirects=False
+            ) as response:
+                body = await response.text()
+                if response.status in (307, 308) and "Location" in response.headers:
+                    self.url = urljoin(self.url, response.headers["Location"])
+                    self.redirects.append(self.url)
+                    continue
+                if response.status != 201:
+                    raise SignallingError(response.status, body)
+                self.location = urljoin(self.url, response.headers["Location"])
+                break
+        else:
+            raise SignallingError(307, f"more than {MAX_REDIRECTS} redirects, the last to {self.url}")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
