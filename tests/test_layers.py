@@ -19,7 +19,12 @@ BASE = {"config", "errors", "observability", "flow", "resources"}
 """Packages and modules every layer may use."""
 ALLOWED = {
     # package: the other first-level packages it may import (besides BASE)
-    "api": {"hub", "relay", "rtc", "engine", "effects", "diffusion", "media"},
+    "api": {"hub", "relay", "rtc", "engine", "effects", "diffusion", "media", "cluster", "jobs", "grpcapi", "runtime", "files"},
+    "grpcapi": set(),
+    "runtime": {"engine", "effects", "diffusion", "media"},
+    "jobs": {"files", "engine", "relay", "media"},
+    "files": {"engine", "effects", "media", "runtime"},
+    "cluster": set(),
     "hub": {"relay", "rtc", "engine", "effects", "media"},
     "relay": {"rtc", "media"},
     "rtc": set(),

@@ -13,37 +13,28 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from livegen.api import assets as asset_routes
+from livegen.api import jobs as job_routes
 from livegen.api import metrics, ops, outputs, pages, recordings, streams, webrtc
 from livegen.api.cors import cors_middleware
-from livegen.api.keys import ASSETS, GENERATOR, HUB, SETTINGS, WORKER
+from livegen.api.keys import ASSETS, CLUSTER, GENERATOR, HUB, SETTINGS, WORKER
 from livegen.api.problems import ParserErrorLog, answer_expectations, problem_middleware
+from livegen.cluster.metrics import ClusterCollector
+from livegen.cluster.registry import ClusterRegistry, default_public_url
 from livegen.config import Settings
-from livegen.diffusion.generator import DiffusionGenerator
-from livegen.effects.base import EffectContext
-from livegen.engine.presets import PresetLibrary
-from livegen.engine.worker import DeviceWorker, select_device
-from livegen.media.assets import AssetStore
-from livegen.relay.upload import RecordingUploader
 from livegen.hub.registry import StreamHub
+from livegen.jobs.runner import JobRunner
+from livegen.jobs.storage import JobStorage
+from livegen.relay.upload import RecordingUploader
 from livegen.rtc import aiortc_adapter
+from livegen.runtime import NodeEngine
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the node's app; raises `ConfigError` for bad presets or an unusable device."""
-    assets = AssetStore(settings.server.uploads_dir, settings.assets_dir(), settings.server.max_upload_bytes)
-    engine = settings.engine
-    worker = DeviceWorker(
-        select_device(engine.device), engine.budget_ms, engine.cpu_threads, engine.worker_load, engine.shed
-    )
-    # Loads its models on a thread of its own once the app starts; until then (and for good
-    # without a GPU or a model) `generated` backgrounds and `stylize` show their fallbacks.
-    generator = DiffusionGenerator(settings.diffusion, worker.device)
-    presets = PresetLibrary.from_folder(
-        settings.presets_dir(), engine.default_preset, EffectContext(assets=assets, generator=generator),
-        max_chain=engine.max_chain,
-    )
+    built = NodeEngine.build(settings)
+    assets, worker, generator, presets = built.assets, built.worker, built.generator, built.presets
     aiortc_adapter.apply_policy(settings.rtc.host_addresses, settings.rtc.udp_ports)
     answer_expectations()  # before the routes are made: they take aiohttp's default then
 
@@ -71,8 +62,40 @@ def create_app(settings: Settings) -> web.Application:
     ops.add_routes(app)
     pages.add_routes(app, settings.web_dir())
     app.cleanup_ctx.append(_run_engine)
+    # after the engine's context: jobs start once the worker runs and stop before it does
+    storage = JobStorage(recording.upload) if recording.upload is not None else None
+    job_routes.add_routes(app, JobRunner(settings.jobs, worker, presets, assets, storage))
     metrics.install(app)
+    job_routes.install_metrics(app)
+    if settings.cluster.redis_url is not None:
+        _join_cluster(app, settings)
+    if settings.grpc.enabled:  # after the engine's context: it starts after and stops before the worker
+        # imported here: grpcio is loaded only by a node that serves it
+        from livegen.api.rpc import server as grpc_server
+
+        grpc_server.install(app)
     return app
+
+
+def _join_cluster(app: web.Application, settings: Settings) -> None:
+    """Membership of the cluster sharing `cluster.redis_url`: claims follow the hub's streams.
+    Its context comes after the engine's, so on the way out the node leaves the cluster first."""
+    hub = app[HUB]
+    cluster = ClusterRegistry(
+        settings.cluster, default_public_url(settings), settings.rtc.max_streams, hub.streams.keys,
+        accepting=lambda: not hub.draining,
+    )
+    hub.stream_ended.append(cluster.stream_ended)
+    hub.drain_started.append(cluster.drain_started)
+    app[CLUSTER] = cluster
+    app[metrics.METRICS].registry.register(ClusterCollector(cluster))
+    app.cleanup_ctx.append(_run_cluster)
+
+
+async def _run_cluster(app: web.Application) -> AsyncIterator[None]:
+    await app[CLUSTER].start()
+    yield
+    await app[CLUSTER].close()
 
 
 async def _run_engine(app: web.Application) -> AsyncIterator[None]:

@@ -1,28 +1,19 @@
-"""Typed settings, loaded in fixed layers: defaults → YAML file → `LIVEGEN_*` env → validate.
-
-Environment variables name a nested key with a double underscore:
-`LIVEGEN_SERVER__PORT=9000` sets `server.port`. Their values are read as YAML scalars, so
-numbers, booleans and `[a, b]` lists work. Unknown keys and bad values stop start-up with a
-`ConfigError` that names the key and where it came from.
-
-Presets (`configs/presets/*.yaml`) are loaded here as plain specs; the engine checks each effect
-and its parameters against the effect registry when it builds the chains.
-"""
+"""The sections of the node's settings (`server`, `rtc`, `engine`, …), each a frozen pydantic
+model that refuses unknown keys; `livegen.config` assembles them into `Settings` and loads them."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from livegen.errors import ConfigError
-from livegen.resources import bundled_dir
-
-ENV_PREFIX = "LIVEGEN_"
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -40,6 +31,9 @@ class ServerSettings(_Section):
     uploads_dir: Path = Path("uploads")
     """Where uploaded backgrounds and logos are kept (relative to the working directory)."""
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    drain_s: float = Field(30.0, ge=0, le=86_400)
+    """On SIGTERM/SIGINT: how long live streams may go on (new publishes get 503, `/ready` 503)
+    before the node closes them and exits; 0: close at once."""
 
 
 class IceServer(_Section):
@@ -256,135 +250,79 @@ class RecordingSettings(_Section):
     upload: UploadSettings | None = None
 
 
-class Settings(_Section):
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    rtc: RtcSettings = Field(default_factory=RtcSettings)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    output: OutputSettings = Field(default_factory=OutputSettings)
-    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
-    relay: RelaySettings = Field(default_factory=RelaySettings)
-    outputs: dict[str, list[str]] = Field(default_factory=dict)
-    """Outputs started when a stream is published: stream name (or "*") → output URLs."""
-    recording: RecordingSettings = Field(default_factory=RecordingSettings)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+class ClusterSettings(_Section):
+    """Many nodes behind one endpoint, coordinated through Redis (`livegen.cluster`): a WHIP
+    publish to a full node is redirected (307) to the least-loaded node with room, a WHEP watch
+    to the node that holds the stream, and a stream name is published once in the cluster."""
 
-    def web_dir(self) -> Path:
-        return self.server.web_dir or bundled_dir("web")
+    redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    """e.g. redis://10.0.0.5:6379/0 (rediss:// for TLS, unix:///path.sock); None: no cluster."""
+    public_url: str | None = Field(None, pattern=r"^https?://[^?#]+$")
+    """This node's base URL as clients reach it, where other nodes redirect them, e.g.
+    https://node-2.example.com; default: http://<server.host>:<server.port>."""
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """This node's name in the cluster; default: the host name and a random suffix per start."""
+    heartbeat_s: float = Field(2.0, gt=0, le=60)
+    """How often the node refreshes its record and its streams' claims in Redis."""
+    ttl_s: float = Field(10.0, gt=0, le=600)
+    """A node that stops refreshing (crashed, cut off) drops out of routing, and its stream
+    names become free, this long after its last heartbeat."""
+    timeout_s: float = Field(1.0, gt=0, le=30)
+    """Longest wait for one Redis call; past it the node decides on its own (serves locally)."""
+    key_prefix: str = Field("livegen", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    """Start of every key the node writes, so clusters can share one Redis."""
 
-    def presets_dir(self) -> Path:
-        return self.engine.presets_dir or bundled_dir("configs") / "presets"
-
-    def assets_dir(self) -> Path:
-        return self.engine.assets_dir or bundled_dir("configs") / "assets"
-
-
-class EffectSpec(_Section):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class PresetSpec(_Section):
-    name: str
-    description: str = ""
-    effects: list[EffectSpec] = Field(default_factory=list)
+    @model_validator(mode="after")
+    def _ttl_outlives_heartbeats(self) -> ClusterSettings:
+        if self.ttl_s < 2 * self.heartbeat_s:
+            raise ValueError(f"ttl_s ({self.ttl_s:g}) must be at least twice heartbeat_s ({self.heartbeat_s:g})")
+        return self
 
 
-def default_config_path() -> Path:
-    return bundled_dir("configs") / "default.yaml"
+class JobSettings(_Section):
+    """Files processed by the node's effect chains through the job API (`livegen.jobs`)."""
+
+    data_dir: Path = Path("jobs")
+    """The job database (`jobs.sqlite3`) and each job's output under `<job id>/`."""
+    concurrency: int = Field(1, ge=1, le=16)
+    """Jobs processed at once (all below live streams on the device worker)."""
+    max_attempts: int = Field(3, ge=1, le=100)
+    """Tries of one job (transient errors, a node that stopped mid-job) before it is `failed`."""
+    retry_base_s: float = Field(5.0, gt=0, le=3600)
+    retry_cap_s: float = Field(300.0, gt=0, le=86_400)
+    """Backoff with full jitter between a job's tries after a transient error."""
+    webhook_secret: SecretStr | None = None
+    """Key of the `Livegen-Signature` HMAC on webhooks; a job with a webhook_url needs it."""
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+    webhook_backoff_base_s: float = Field(2.0, gt=0, le=3600)
+    webhook_backoff_cap_s: float = Field(600.0, gt=0, le=86_400)
+    webhook_give_up_s: float = Field(3600.0, gt=0, le=7 * 86_400)
+    """A webhook not delivered this long after the job ended is given up (`failed`)."""
+    max_page: int = Field(100, ge=1, le=1000)
+    """Most jobs one `GET /api/jobs` answers with."""
+
+    @model_validator(mode="after")
+    def _caps(self) -> JobSettings:
+        if self.retry_cap_s < self.retry_base_s or self.webhook_backoff_cap_s < self.webhook_backoff_base_s:
+            raise ValueError("a backoff cap must not be below its base")
+        return self
 
 
-def merge_sections(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `top` laid over it, section by section (nested mappings merge, the rest replaces)."""
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = merge_sections(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+class GrpcSettings(_Section):
+    """The gRPC frame API (`livegen.v1.FrameService`, see proto/livegen/v1/livegen.proto): clients
+    send frames through an effect chain, or ask for generated ones. It listens beside the HTTP
+    server in the same process and takes the same tokens (`process`: the operator's or any
+    publish token)."""
 
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
-    return data
-
-
-def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    """Nested values from `LIVEGEN_A__B=v`, and for error messages which variable set what."""
-    layer: dict[str, Any] = {}
-    origin: dict[tuple[str, ...], str] = {}
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        if len(path) == 1 and path[0] not in ("log_level", "outputs"):
-            continue  # not a settings key (e.g. LIVEGEN_CHROMIUM used by tests)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        node = layer
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{name}: conflicts with another LIVEGEN_ variable")
-        node[path[-1]] = value
-        origin[path] = name
-    return layer, origin
-
-
-def load_settings(
-    path: Path | str | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Build validated settings. `path` defaults to the bundled configs/default.yaml."""
-    source = Path(path) if path is not None else default_config_path()
-    data: dict[str, Any] = {}
-    if path is not None or source.is_file():
-        data = _read_yaml(source)
-    env_data, env_origin = _env_layer(os.environ if env is None else env)
-    data = merge_sections(data, env_data)
-    data = merge_sections(data, overrides or {})
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, env_origin)) from None
-
-
-def _describe(exc: ValidationError, source: Path, env_origin: dict[tuple[str, ...], str]) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = tuple(str(p) for p in err["loc"])
-        key = ".".join(loc) or "(top level)"
-        where = env_origin.get(loc) or str(source)
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where}: {key}: {msg}")
-    return "invalid settings:\n  " + "\n  ".join(lines)
-
-
-def load_presets(directory: Path) -> dict[str, PresetSpec]:
-    """Every `*.yaml` in `directory` as a preset named after the file."""
-    if not directory.is_dir():
-        raise ConfigError(f"presets folder {directory} does not exist")
-    presets: dict[str, PresetSpec] = {}
-    for file in sorted(directory.glob("*.yaml")):
-        data = _read_yaml(file)
-        try:
-            presets[file.stem] = PresetSpec.model_validate({"name": file.stem, **data})
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, file, {})) from None
-    if not presets:
-        raise ConfigError(f"no preset files (*.yaml) in {directory}")
-    return presets
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    """0: any free port (tests; the node logs which)."""
+    max_streams: int = Field(4, ge=1, le=256)
+    """Calls (ProcessStream and GenerateStream together) at once; more are RESOURCE_EXHAUSTED."""
+    depth: int = Field(4, ge=1, le=64)
+    """Frames of one call on the device worker at once: more keeps the worker busier, fewer
+    answers each frame sooner."""
+    max_width: int = Field(1920, ge=16, le=8192)
+    max_height: int = Field(1080, ge=16, le=8192)
+    """Larger frames (sent or asked for) are INVALID_ARGUMENT; they also bound message sizes."""
