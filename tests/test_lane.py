@@ -127,3 +127,61 @@ def test_live_frames_go_before_lane_frames(worker):
     assert Slow.seen.index("live") <= 1, Slow.seen
     worker.detach(live)
     worker.close_lane(lane)
+
+
+def test_a_light_frame_waits_one_effect_of_a_long_chain_not_the_whole_chain(worker):
+    class Step(Effect):
+        name = "step"
+
+        def apply(self, frame: Frame) -> None:
+            time.sleep(0.03)
+
+    class Quick(Effect):
+        name = "quick"
+
+        def apply(self, frame: Frame) -> None:
+            time.sleep(0.002)
+
+    arrived: dict[str, float] = {}
+    heavy = StreamPipeline("heavy", EffectChain("long", tuple(Step(Step.Params()) for _ in range(6))),
+                           lambda f: arrived.setdefault("heavy", time.perf_counter()))
+    light = StreamPipeline("light", EffectChain("quick", (Quick(Quick.Params()),)),
+                           lambda f: arrived.setdefault("light", time.perf_counter()))
+    heavy.recent_ms, light.recent_ms = 180.0, 2.0  # as the worker has measured them
+    worker.attach(heavy)
+    worker.attach(light)
+    heavy.submit(coloured(1))
+    time.sleep(0.04)  # the worker is inside the long chain now
+    sent = time.perf_counter()
+    light.submit(coloured(2))
+    deadline = time.perf_counter() + 5
+    while len(arrived) < 2 and time.perf_counter() < deadline:
+        time.sleep(0.005)
+    assert arrived["light"] - sent < 0.1, "the light frame waited for the rest of the long chain"
+    assert arrived["light"] < arrived["heavy"]
+    # the heavy stream is charged for its own effects only
+    assert 150 <= heavy.stats.processing_ms.percentiles(50)["p50"] < 260
+    worker.detach(heavy)
+    worker.detach(light)
+
+
+def test_a_live_frame_waits_one_effect_of_a_job_frame(worker):
+    class Step(Effect):
+        name = "step"
+
+        def apply(self, frame: Frame) -> None:
+            time.sleep(0.03)
+
+    arrived: list[float] = []
+    live = StreamPipeline("live", grayscale(), lambda f: arrived.append(time.perf_counter()))
+    worker.attach(live)
+    lane = worker.open_lane("file", EffectChain("long", tuple(Step(Step.Params()) for _ in range(6))), depth=1)
+    future = lane.submit(coloured(0))
+    time.sleep(0.04)  # the worker is inside the job's frame now
+    sent = time.perf_counter()
+    live.submit(coloured(1))
+    result = future.result(timeout=5)
+    assert arrived and arrived[0] - sent < 0.1, "the live frame waited for the rest of the job's frame"
+    assert 150 <= result.processing_ms < 260  # the job is charged for its own effects only
+    worker.detach(live)
+    worker.close_lane(lane)

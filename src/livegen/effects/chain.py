@@ -45,7 +45,11 @@ class EffectChain:
     def apply(self, frame: Frame) -> None:
         """Every effect's apply(), in order; its time is added to what its prepare() took."""
         for effect in self.effects:
-            self._timed(effect, effect.apply, frame)
+            self.apply_one(effect, frame)
+
+    def apply_one(self, effect: Effect, frame: Frame) -> None:
+        """One effect's apply() (the worker may serve other streams between two of them)."""
+        self._timed(effect, effect.apply, frame)
 
     @staticmethod
     def _timed(effect: Effect, phase: Callable[[Frame], None], frame: Frame) -> None:

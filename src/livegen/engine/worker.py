@@ -272,18 +272,19 @@ class DeviceWorker(ThreadStage):
         """The chain applied to a prepared lane frame; its future gets the result."""
         lane, frame, work = entry.lane, entry.frame, entry.work
         started = time.perf_counter()
+        lent_ms = 0.0
         try:
             if work is None:
                 out = frame
             else:
-                lane.chain.apply(work)
+                lent_ms = self._apply_interleaved(lane.chain, work, None)
                 ran = time.perf_counter()
                 out = _lane_output(work.rgb, frame)
                 work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0
         except Exception as exc:
             lane.finished(entry.future, None, exc)
             return
-        own_ms = entry.own_ms + (time.perf_counter() - started) * 1000.0 if work is not None else 0.0
+        own_ms = entry.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms if work is not None else 0.0
         timings = work.timings_ms if work is not None else {}
         lane.finished(entry.future, LaneResult(out, own_ms, entry.waited_ms, timings), None)
 
@@ -334,21 +335,57 @@ class DeviceWorker(ThreadStage):
         job.own_ms = (time.perf_counter() - started) * 1000.0
         return job
 
-    def _apply_and_emit(self, job: _Job) -> None:
+    def _apply_and_emit(self, job: _Job, interleave: bool = True) -> None:
         pipeline, item, chain, work = job.pipeline, job.item, job.chain, job.work
         started = time.perf_counter()
+        lent_ms = 0.0  # time this thread spent on other streams' frames between our effects
         try:
             if work is not None:
-                chain.apply(work)
+                if interleave:
+                    lent_ms = self._apply_interleaved(chain, work, pipeline)
+                else:
+                    chain.apply(work)
                 ran = time.perf_counter()
                 frame = rgb_to_frame(_full_size(work.rgb, item.frame), like=item.frame)
                 work.timings_ms["convert_out"] = (time.perf_counter() - ran) * 1000.0
             else:
                 frame = item.frame
         except Exception:
-            self._failed(pipeline, chain, item, job.own_ms + (time.perf_counter() - started) * 1000.0)
+            self._failed(pipeline, chain, item, job.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms)
             return
-        self._emit(pipeline, item, frame, job.own_ms + (time.perf_counter() - started) * 1000.0, work)
+        self._emit(pipeline, item, frame, job.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms, work)
+
+    def _apply_interleaved(self, chain: EffectChain, work: Frame, owner: StreamPipeline | None) -> float:
+        """`chain` applied to `work` effect by effect; between two effects, the frames that
+        lighter live streams (every live stream, for a lane: `owner` None) received meanwhile
+        are processed whole, so that a long chain or a job makes them wait one effect, not a
+        whole frame. The milliseconds spent on them, which are not the owner's."""
+        lent_ms = 0.0
+        for position, effect in enumerate(chain.effects):
+            chain.apply_one(effect, work)
+            if position < len(chain.effects) - 1:
+                lent_ms += self._serve_lighter(owner)
+        return lent_ms
+
+    def _serve_lighter(self, heavy: StreamPipeline | None) -> float:
+        """Process, whole, the frames waiting in live streams lighter than `heavy` (any live
+        stream when None). Only chains whose frames are prepared on their own (`prepares_ahead`:
+        no call shared across the streams of a round, as the diffusion stage's is) are taken
+        out of turn. The milliseconds spent."""
+        started = time.perf_counter()
+        for pipeline in self._pipelines:
+            if heavy is not None and (pipeline is heavy or pipeline.recent_ms >= heavy.recent_ms):
+                continue
+            chain = pipeline.chain
+            if chain is None or not chain.prepares_ahead:
+                continue
+            item = pipeline.slot.take()
+            if item is None:
+                continue
+            job = self._prepare(pipeline, item)
+            if job is not None:
+                self._apply_and_emit(job, interleave=False)
+        return (time.perf_counter() - started) * 1000.0
 
     def _emit(
         self, pipeline: StreamPipeline, item: InputFrame, frame: av.VideoFrame, processing_ms: float, work: Frame | None
