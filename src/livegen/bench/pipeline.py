@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import av
 import numpy as np
@@ -35,7 +35,7 @@ from livegen.bench import pipeline_report
 from livegen.bench.cpu import CpuWindow
 from livegen.bench.degradation import clean, frame_kind
 from livegen.bench.driver import Scenario
-from livegen.bench.options import PIPELINE_GOAL_PRESET, PipelineOptions
+from livegen.bench.options import PIPELINE_GOAL_PRESET, PipelineOptions, PresetsOptions
 from livegen.bench.report import result_head
 from livegen.bench.samples import describe
 from livegen.config import EngineSettings, PresetSpec, load_settings
@@ -57,32 +57,44 @@ TIMING_STATS = ("p50", "p95", "p99", "mean", "max")
 
 
 @dataclass(frozen=True)
-class PipelineSetup:
+class PresetsSetup:
     """The checked options and what they name, loaded before any frame is rendered: the device,
-    the preset library (every preset asked for exists), the engine's settings and the diffusion
-    stage the chains are lent (not loaded yet)."""
+    the preset library (every preset the options name exists), the engine's settings and the
+    diffusion stage the chains are lent (not loaded yet), built as the node builds them. A
+    scenario over presets names its options' class."""
 
-    opts: PipelineOptions
+    options: ClassVar[type[PresetsOptions]]
+    opts: PresetsOptions
     library: PresetLibrary
     engine: EngineSettings
     device: torch.device
     generator: DiffusionGenerator
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> PipelineSetup:
-        opts = PipelineOptions.from_args(args)
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        opts = cls.options.from_args(args)
         try:
             settings = load_settings(args.config)
             built = NodeEngine.build(settings, opts.device)
-            library, device, generator = built.presets, built.worker.device, built.generator
-            for name in opts.presets:
-                combined_spec(library, name)
+            for name in cls.named_presets(opts):
+                combined_spec(built.presets, name)
         except (ConfigError, LivegenError) as exc:
             raise ValueError(getattr(exc, "detail", exc)) from None
-        return cls(opts, library, settings.engine, device, generator)
+        return cls(opts, built.presets, settings.engine, built.worker.device, built.generator)
+
+    @staticmethod
+    def named_presets(opts: Any) -> tuple[str, ...]:
+        """Every preset the run will use (checked before it starts)."""
+        return opts.presets
 
     def command(self) -> str:
         return self.opts.command()
+
+
+@dataclass(frozen=True)
+class PipelineSetup(PresetsSetup):
+    options: ClassVar[type[PresetsOptions]] = PipelineOptions
+    opts: PipelineOptions
 
 
 class RecordingStats(StreamStats):

@@ -22,7 +22,6 @@ the job the stream keeps ≥ 95 % of its fps, and its processing p95 and in-node
 
 from __future__ import annotations
 
-import argparse
 import math
 import tempfile
 import threading
@@ -30,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import av
 import numpy as np
@@ -38,9 +37,10 @@ import numpy as np
 from livegen.bench import process_report
 from livegen.bench.cpu import CpuWindow
 from livegen.bench.driver import BenchFailed, Scenario
-from livegen.bench.options import ProcessOptions
+from livegen.bench.options import PresetsOptions, ProcessOptions
 from livegen.bench.pipeline import (
     TIMING_STATS,
+    PresetsSetup,
     RecordingStats,
     combined_spec,
     scene_loop,
@@ -48,15 +48,10 @@ from livegen.bench.pipeline import (
 from livegen.bench.report import result_head
 from livegen.bench.samples import describe
 from livegen.bench.verdicts import at_least, at_most, ratio, verdict
-from livegen.config import EngineSettings, load_settings
-from livegen.diffusion.generator import DiffusionGenerator
 from livegen.engine.pipeline import StreamPipeline
-from livegen.engine.presets import PresetLibrary
 from livegen.engine.worker import DeviceWorker
-from livegen.errors import ConfigError, LivegenError
 from livegen.files import containers
 from livegen.files.process import ProcessCanceled, Progress, process_file
-from livegen.runtime import NodeEngine
 
 REALTIME_GOAL = 2.0
 LIVE_FPS_SHARE = 0.95
@@ -69,31 +64,15 @@ PROGRESS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
-class ProcessSetup:
-    """The checked options and what they name: the device, the engine's settings and the preset
-    library (every preset asked for exists), built as `livegen process` builds them."""
+class ProcessSetup(PresetsSetup):
+    """`PresetsSetup` for the file scenario (its live stream's preset is checked too)."""
 
+    options: ClassVar[type[PresetsOptions]] = ProcessOptions
     opts: ProcessOptions
-    library: PresetLibrary
-    engine: EngineSettings
-    device: Any
-    generator: DiffusionGenerator
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ProcessSetup:
-        opts = ProcessOptions.from_args(args)
-        try:
-            settings = load_settings(args.config)
-            built = NodeEngine.build(settings, opts.device)
-            library, device, generator = built.presets, built.worker.device, built.generator
-            for name in (*opts.presets, opts.live_preset):
-                combined_spec(library, name)
-        except (ConfigError, LivegenError) as exc:
-            raise ValueError(getattr(exc, "detail", exc)) from None
-        return cls(opts, library, settings.engine, device, generator)
-
-    def command(self) -> str:
-        return self.opts.command()
+    @staticmethod
+    def named_presets(opts: Any) -> tuple[str, ...]:
+        return (*opts.presets, opts.live_preset)
 
 
 def synthesize_clip(path: Path, opts: ProcessOptions) -> int:
