@@ -134,6 +134,25 @@ def test_overload_shrinks_capacity_and_recovers():
     assert governor.capacity == 1.0
 
 
+def test_one_late_step_is_a_hiccup_not_overload():
+    clock = Clock()
+    governor = LoadGovernor(budget_ms=100.0, clock=clock)
+    load = StreamLoad()
+    for step in range(20):  # every fifth step a stall (a busy machine for a moment)
+        for _ in range(15):
+            governor.charge(load, 15.0, node_ms=90.0 if step % 5 == 0 else 25.0)
+        clock.now += STEP_S
+        governor.plan([(load, 30.0)])
+        assert governor.capacity == 1.0, step
+    assert load.level == 0  # 450 ms/s on 900: a hiccup does not shed a stream with room
+    for _ in range(2):  # two late steps in a row: that is overload
+        for _ in range(15):
+            governor.charge(load, 15.0, node_ms=90.0)
+        clock.now += STEP_S
+        governor.plan([(load, 30.0)])
+    assert governor.capacity == pytest.approx(0.7)
+
+
 def test_disabled_governor_never_sheds():
     clock = Clock()
     governor = LoadGovernor(budget_ms=100.0, clock=clock, enabled=False)

@@ -23,7 +23,8 @@ room to spare, after `PROBE_S` at a level (that cost may have been measured on a
 
 **Overload.** How long processed frames waited is watched (in-node latency less the frame's own
 processing: decoding on a busy CPU, the slot, other streams' turns): when its p95 over the last
-`STEP_S` is above half of `engine.budget_ms`, the worker's capacity shrinks by 30 %, which the
+`STEP_S` is above half of `engine.budget_ms` for `HIGH_STEPS` steps in a row (sustained, not
+one late frame after a hiccup of the machine), the worker's capacity shrinks by 30 %, which the
 heaviest streams absorb first (lighter ones join them only when they alone no longer fit);
 below a quarter of the budget it grows back by 10 % per step. Levels and capacity are in each stream's stats (`load`) and in the metrics.
 
@@ -48,6 +49,7 @@ PEER_RATIO = 0.9  # streams within 10 % of the heaviest shed with it
 CAPACITY_FLOOR = 0.25  # of the configured capacity: overload never starves the worker further
 WAIT_HIGH = 0.5  # of the budget: frames waiting longer than this (p95 over a step) shrink capacity
 WAIT_LOW = 0.25  # of the budget: below it capacity grows back
+HIGH_STEPS = 2  # steps in a row with waits over WAIT_HIGH before capacity shrinks
 SHRINK, GROW = 0.7, 1.1
 MAX_SAMPLES = 4096  # in-node latencies kept per step
 COST_WEIGHT = 0.2  # of the newest frame in a level's running cost average
@@ -167,11 +169,12 @@ class LoadGovernor:
         self._latencies: list[float] = []
         self._waits: list[float] = []
         self._light_bound = 0.0
+        self._high_steps = 0
         self.latency_p95_ms = 0.0
+        """In-node latency p95 over the last step, all streams together."""
         self.wait_p95_ms = 0.0
         """In-node latency less the frame's own processing (decode, slot, other streams' turns),
         p95 over the last step: what overload adds, and what steers the capacity."""
-        """In-node latency p95 over the last step, all streams together."""
 
     @property
     def capacity(self) -> float:
@@ -219,7 +222,8 @@ class LoadGovernor:
         # A stream whose own frames are slow pays for that itself (its share and level); what
         # the capacity answers for is the time frames wait: decoding on a saturated CPU, the
         # slot, other streams' turns.
-        if self.wait_p95_ms > WAIT_HIGH * self.budget_ms:
+        self._high_steps = self._high_steps + 1 if self.wait_p95_ms > WAIT_HIGH * self.budget_ms else 0
+        if self._high_steps >= HIGH_STEPS:
             shrunk = max(CAPACITY_FLOOR * self.max_capacity_ms, self.capacity_ms * SHRINK)
             if self.capacity_ms > self._light_bound:  # the heavy streams first, to their floor
                 shrunk = max(shrunk, self._light_bound)
