@@ -347,6 +347,15 @@ def test_scene_mode_makes_one_still_and_reuses_it(generator: DiffusionGenerator)
     second = scene.background(Frame(1, rgb=pictures(1, seed=2)[0]))
     assert generator.batcher.unet_calls - calls == 2  # the two steps of one still
     assert np.array_equal(first, second)
+    # another seed (the same prompt) is another still, made once
+    scene.update(params={"size": SIZE, "steps": 2, "mode": "scene", "seed": 7})
+    third = scene.background(Frame(2, rgb=pictures(1)[0]))
+    fourth = scene.background(Frame(3, rgb=pictures(1)[0]))
+    assert generator.batcher.unet_calls - calls == 4
+    assert not np.array_equal(first, third) and np.array_equal(third, fourth)
+    scene.update(params={"size": SIZE, "steps": 1, "mode": "scene", "seed": 7})  # and another step count
+    scene.background(Frame(4, rgb=pictures(1)[0]))
+    assert generator.batcher.unet_calls - calls == 5
     scene.close()
 
 

@@ -150,7 +150,9 @@ class StreamDenoiser:
             with self._lock:
                 self._next_params = params
 
-    def begin_frame(self, frame_size: tuple[int, int]) -> None:
+    def take_params(self) -> GenerationParams:
+        """The parameters from the last `update`, in force from now on (the scene mode's still
+        asks before each picture; a video frame in `begin_frame`)."""
         with self._lock:
             params, self._next_params = self._next_params, None
         if params is not None:
@@ -159,6 +161,10 @@ class StreamDenoiser:
                 self.size = None  # re-derive noise and coefficients, re-prime
             self.params = params
             self.filter = SimilarityFilter(params.similarity, params.max_skip)
+        return self.params
+
+    def begin_frame(self, frame_size: tuple[int, int]) -> None:
+        self.take_params()
         size = working_size(*frame_size, self.params.size)
         if size != self.size:
             self._reset(size)

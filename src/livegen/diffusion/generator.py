@@ -270,7 +270,7 @@ class DiffusionGenerator:
         request = denoiser.conditioning.current_request
         if embeddings is None or request is None or self.batcher is None:
             return None
-        p = denoiser.params
+        p = denoiser.take_params()  # a new seed, step count or size makes another still
         size = working_size(*frame_size, p.size)
         key = (request, p.seed, p.steps, size)
         with self._lock:
