@@ -12,10 +12,12 @@ import io
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import av
@@ -30,6 +32,7 @@ from livegen.config import Settings
 from livegen.files.process import FileError
 from livegen.jobs.failures import error_kind
 from livegen.jobs.store import JobStore
+from livegen.jobs.webhooks import NotPublic, PublicResolver, check_reachable, is_public
 from tests.conftest import media_threads, node_settings, start_node, wait_until
 from tests.s3_server import FAKE_CREDENTIALS, MotoS3Server, moto_missing
 from tests.test_browser import browser, evidence  # noqa: F401 (the fixture)
@@ -136,7 +139,8 @@ def ended(job: dict[str, Any]) -> bool:
 
 
 async def open_node(tmp_path: Path, **sections: dict[str, Any]) -> tuple[web.AppRunner, Node]:
-    jobs = {"data_dir": str(tmp_path / "jobs"), "webhook_secret": SECRET, **sections.pop("jobs", {})}
+    jobs = {"data_dir": str(tmp_path / "jobs"), "webhook_secret": SECRET, "webhook_allow_private": True,
+            **sections.pop("jobs", {})}
     server = {"uploads_dir": str(tmp_path / "uploads"), **sections.pop("server", {})}
     engine = {"presets_dir": str(light_presets(tmp_path / "presets"))}
     settings = node_settings(jobs=jobs, server=server, engine=engine, **sections)
@@ -365,6 +369,91 @@ async def test_a_pending_webhook_is_delivered_by_the_next_run_of_the_node(tmp_pa
     finally:
         await node.http.close()
         await runner.cleanup()
+
+
+async def test_webhooks_reach_only_public_addresses_unless_allowed(tmp_path: Path, short_clip: bytes, receiver_url) -> None:
+    base, receivers = receiver_url
+    port = urlsplit(base).port
+    receivers["inside"] = Receiver([(429, {"Retry-After": "2"}), (200, {})])
+    runner, node = await open_node(tmp_path, jobs={"webhook_allow_private": False})
+    try:
+        ref = await node.upload(short_clip)
+        for url in (f"{base}/inside", f"http://localhost:{port}/hooks/inside", "http://[::1]/hook",
+                    "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/hook", "http://[::ffff:192.168.1.1]/hook",
+                    "http://0.0.0.0/hook", "http://100.64.0.1/hook"):
+            status, answer = await node.submit({"input": ref, "webhook_url": url})
+            assert status == 422 and answer["errors"][0]["field"] == "webhook_url", (url, answer)
+            assert "public address" in answer["detail"], answer
+        status, _, listed = await node.call("GET", "/api/jobs")
+        assert listed["jobs"] == []
+    finally:
+        await node.http.close()
+        await runner.cleanup()
+    # a job accepted while private receivers were allowed, its webhook still pending ...
+    runner, node = await open_node(tmp_path)
+    try:
+        _, job = await node.submit({"input": await node.upload(short_clip), "webhook_url": f"{base}/inside"})
+        await node.wait(job["id"], lambda j: j["webhook"]["deliveries"] and j["webhook"]["deliveries"][0]["attempts"] == 1)
+    finally:
+        await node.http.close()
+        await runner.cleanup()
+    # ... is not sent by a node that no longer allows them: failed, not retried
+    runner, node = await open_node(tmp_path, jobs={"webhook_allow_private": False})
+    try:
+        done = await node.wait(job["id"], lambda j: j["webhook"]["deliveries"][0]["state"] != "pending", timeout=10)
+        [delivery] = done["webhook"]["deliveries"]
+        assert delivery["state"] == "failed" and "not a public address" in delivery["last_error"], delivery
+        await asyncio.sleep(2.5)  # past the first answer's Retry-After
+        assert len(receivers["inside"].requests) == 1
+    finally:
+        await node.http.close()
+        await runner.cleanup()
+
+
+async def test_jobs_that_ended_are_deleted_after_the_retention_time(tmp_path: Path, short_clip: bytes, receiver_url) -> None:
+    base, receivers = receiver_url
+    receivers["slow"] = Receiver([(429, {"Retry-After": "3"}), (200, {})])
+    runner, node = await open_node(tmp_path, jobs={"retention_s": 1})
+    try:
+        ref = await node.upload(short_clip)
+        status, plain = await node.submit({"input": ref, "preset": "grayscale"}, key="nightly")
+        assert status == 202
+        _, hooked = await node.submit({"input": ref, "preset": "grayscale", "webhook_url": f"{base}/slow"})
+        assert (await node.wait(plain["id"], ended))["state"] == "succeeded"
+        assert (node.data_dir / plain["id"]).is_dir()
+        await wait_until(lambda: not (node.data_dir / plain["id"]).exists(), timeout=10)
+        status, _, _ = await node.call("GET", f"/api/jobs/{plain['id']}")
+        assert status == 404
+        # a job whose webhook is still being tried is kept until it is through
+        await node.wait(hooked["id"], lambda j: ended(j) and j["webhook"]["deliveries"]
+                        and j["webhook"]["deliveries"][0]["attempts"] == 1)
+        await asyncio.sleep(1.8)  # ended well over the retention time ago; the next try is at 3 s
+        kept = await node.job(hooked["id"])
+        assert kept["webhook"]["deliveries"][0]["state"] == "pending" and (node.data_dir / hooked["id"]).is_dir()
+        await wait_until(lambda: len(receivers["slow"].requests) == 2, timeout=10)
+        await wait_until(lambda: not (node.data_dir / hooked["id"]).exists(), timeout=10)
+        status, _, _ = await node.call("GET", f"/api/jobs/{hooked['id']}")
+        assert status == 404
+        # the deleted job's idempotency key makes a new job
+        status, again = await node.submit({"input": ref, "preset": "grayscale"}, key="nightly")
+        assert status == 202 and again["id"] != plain["id"]
+    finally:
+        await node.http.close()
+        await runner.cleanup()
+
+
+async def test_the_webhook_resolver_keeps_public_addresses_only() -> None:
+    assert is_public("93.184.216.34") and is_public("2606:2800:220:1::1")
+    for address in ("127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.0.1", "169.254.169.254", "100.64.0.1",
+                    "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1", "ff02::1", "nonsense"):
+        assert not is_public(address), address
+    resolver = PublicResolver()
+    try:
+        with pytest.raises(NotPublic):  # a name that resolves to loopback only: never connected to
+            await resolver.resolve("localhost", 80, socket.AF_UNSPEC)
+    finally:
+        await resolver.close()
+    await check_reachable("http://localhost/hook", allow_private=True)  # allowed: nothing is checked
 
 
 async def test_tokens_guard_jobs_and_a_publisher_sees_only_its_own(tmp_path: Path, short_clip: bytes) -> None:

@@ -44,6 +44,7 @@ from livegen.jobs.metrics import JobsCollector
 from livegen.jobs.records import JOB_ID, STATES, JobRecord, NewJob, describe_progress
 from livegen.jobs.runner import JobRunner
 from livegen.jobs.store import IdempotencyConflict
+from livegen.jobs.webhooks import NotPublic, check_reachable
 from livegen.media.assets import UPLOAD_REF
 
 JOBS = web.AppKey("jobs", JobRunner)
@@ -167,6 +168,11 @@ async def _check(request: web.Request, runner: JobRunner, body: JobRequest) -> d
             "webhook_url: this node has no jobs.webhook_secret to sign webhooks with",
             errors=[{"field": "webhook_url", "message": "the node has no jobs.webhook_secret"}],
         )
+    if body.webhook_url is not None:
+        try:
+            await check_reachable(body.webhook_url, settings.jobs.webhook_allow_private)
+        except NotPublic as exc:
+            raise Unprocessable(f"webhook_url: {exc}", errors=[{"field": "webhook_url", "message": str(exc)}]) from None
     if UPLOAD_REF.fullmatch(body.input):
         try:
             request.app[ASSETS].resolve_video(body.input)

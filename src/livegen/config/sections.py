@@ -293,6 +293,10 @@ class JobSettings(_Section):
     """Backoff with full jitter between a job's tries after a transient error."""
     webhook_secret: SecretStr | None = None
     """Key of the `Livegen-Signature` HMAC on webhooks; a job with a webhook_url needs it."""
+    webhook_allow_private: bool = False
+    """Let webhooks reach loopback, private, link-local and other non-public addresses (a
+    receiver on the node's own network). Off: a webhook_url that names or resolves to none but
+    such addresses is refused (422), and every delivery connects to public addresses only."""
     webhook_timeout_s: float = Field(10.0, gt=0, le=120)
     webhook_backoff_base_s: float = Field(2.0, gt=0, le=3600)
     webhook_backoff_cap_s: float = Field(600.0, gt=0, le=86_400)
@@ -300,6 +304,9 @@ class JobSettings(_Section):
     """A webhook not delivered this long after the job ended is given up (`failed`)."""
     max_page: int = Field(100, ge=1, le=1000)
     """Most jobs one `GET /api/jobs` answers with."""
+    retention_s: float | None = Field(7 * 86_400.0, ge=1)
+    """How long a job that ended is kept (its row, its output under data_dir, its idempotency
+    key) once its webhook is through; then it is deleted (404). None: kept forever."""
 
     @model_validator(mode="after")
     def _caps(self) -> JobSettings:

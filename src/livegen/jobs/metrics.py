@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from livegen.jobs.records import STATES
+from livegen.observability.metrics import OwningCollector
 
 DURATION_BUCKETS_S = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
@@ -49,27 +49,14 @@ class JobMetrics:
         self.webhooks.labels(outcome).inc()
 
 
-class JobsCollector(Collector):
+class JobsCollector(OwningCollector):
     """`counts()`: jobs by state now (the runner's, refreshed on every change)."""
 
     def __init__(self, metrics: JobMetrics, counts: Callable[[], Mapping[str, int]]):
-        self._metrics = metrics
-        self._counts = counts
+        super().__init__((metrics.duration, metrics.failures, metrics.retries, metrics.webhooks), counts)
 
-    def describe(self) -> Iterator[Metric]:
-        yield from self._gauges({})
-        yield from self._owned()
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._gauges(self._counts())
-        yield from self._owned()
-
-    def _owned(self) -> Iterator[Metric]:
-        for metric in (self._metrics.duration, self._metrics.failures, self._metrics.retries, self._metrics.webhooks):
-            yield from metric.collect()
-
-    @staticmethod
-    def _gauges(counts: Mapping[str, int]) -> Iterator[Metric]:
+    def gauges(self, reading: Mapping[str, int] | None) -> Iterator[Metric]:
+        counts = reading or {}
         yield GaugeMetricFamily("livegen_jobs_queue_depth", "Jobs queued, waiting to run.", counts.get("queued", 0))
         by_state = GaugeMetricFamily("livegen_jobs", "Jobs in the store, by state.", labels=["state"])
         for state in STATES:

@@ -130,6 +130,7 @@ class JobRunner:
         self._stopping = False
         self._open = False
         self._open_lock = asyncio.Lock()
+        self._next_expiry = 0.0
         self.counts: dict[str, int] = {}
         """Jobs by state, refreshed after each change (what metrics read at scrape time)."""
 
@@ -247,6 +248,7 @@ class JobRunner:
                     if claimed:
                         await self._refresh_counts()
                 await self._save_progress()
+                await self._expire()
                 due = await self.store.next_due()
                 if due is not None and len(self._active) < self.settings.concurrency:
                     wait = min(wait, max(0.01, due - self._clock()))
@@ -428,6 +430,17 @@ class JobRunner:
                 await self._remove_files(name)
             elif name in requeued:
                 await self._remove_files(name, keep_output=True)
+
+    async def _expire(self) -> None:
+        """Every quarter of `jobs.retention_s` (at most an hour): delete the jobs past it, and their folders."""
+        retention, now = self.settings.retention_s, time.monotonic()
+        if retention is not None and now >= self._next_expiry:
+            self._next_expiry = now + min(3600.0, max(0.5, retention / 4))
+            if expired := await self.store.expire(self._clock() - retention):
+                for job_id in expired:
+                    await self._remove_files(job_id)
+                log.info("%d job(s) that ended over %.0f s ago deleted (jobs.retention_s)", len(expired), retention)
+                await self._refresh_counts()
 
     async def _refresh_counts(self) -> None:
         try:

@@ -171,18 +171,10 @@ class JobStore:
         self, *, owner: str | None = None, state: str | None = None, before: int | None = None, limit: int = 50
     ) -> list[JobRecord]:
         """Newest first; `owner` None: everyone's; `before`: only jobs older than that `seq`."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if owner is not None:
-            clauses.append("owner = ?")
-            args.append(owner)
-        if state is not None:
-            clauses.append("state = ?")
-            args.append(state)
-        if before is not None:
-            clauses.append("seq < ?")
-            args.append(before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        used = [(clause, value) for clause, value in (("owner = ?", owner), ("state = ?", state), ("seq < ?", before))
+                if value is not None]
+        where = f"WHERE {' AND '.join(clause for clause, _ in used)}" if used else ""
+        args = [value for _, value in used]
         return self._jobs(await self._call(self._rows, f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ?", *args, limit))
 
     async def counts(self) -> dict[str, int]:
@@ -339,6 +331,24 @@ class JobStore:
             return job.state, canceled
 
         return await self._call(cancel)
+
+    async def expire(self, ended_before: float, limit: int = 500) -> list[str]:
+        """Delete up to `limit` jobs that ended before `ended_before` and whose webhooks are all
+        through (delivered or failed), with their deliveries; their ids (the runner removes
+        their folders). Their idempotency keys may then be used again."""
+
+        def expire() -> list[str]:
+            with self._tx() as db:
+                ids = [row["id"] for row in db.execute(
+                    "SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'canceled') AND finished < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id AND d.state = 'pending') ORDER BY finished LIMIT ?",
+                    (ended_before, limit),
+                )]
+                db.executemany("DELETE FROM deliveries WHERE job_id = ?", [(i,) for i in ids])
+                db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in ids])
+            return ids
+
+        return await self._call(expire)
 
     async def recover(self, max_attempts: int) -> tuple[list[JobRecord], list[JobRecord]]:
         """At start: the jobs an earlier run left `running` (it stopped without putting them

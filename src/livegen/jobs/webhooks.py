@@ -16,6 +16,12 @@ a 429 after its `Retry-After` (seconds or an HTTP date) when it gives one. Any o
 (2xx: delivered; 3xx, other 4xx: refused, `failed`) is final. A delivery still not through
 `jobs.webhook_give_up_s` after its event was made is `failed`.
 
+Addresses: unless `jobs.webhook_allow_private` is on, a webhook reaches public addresses only
+(no loopback, private, link-local — a cloud's metadata service — or reserved ones): a job
+whose `webhook_url` names or resolves to none is refused when it is submitted, and every
+connection goes through `PublicResolver`, so a name that later resolves elsewhere (DNS
+rebinding) is still never connected to; such a delivery is `failed`, not retried.
+
 One asyncio task owns the deliveries; it sends up to `MAX_IN_FLIGHT` at once so that one slow
 receiver does not hold up the others.
 """
@@ -25,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import logging
 import random
 import time
@@ -34,6 +42,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from livegen.config import JobSettings
 from livegen.flow.backoff import Backoff
@@ -89,6 +98,72 @@ def url_host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
+class NotPublic(OSError):
+    """A webhook host that is, or resolves only to, addresses webhooks may not reach."""
+
+
+def is_public(address: str) -> bool:
+    """Whether a webhook may connect to `address`: a globally routable unicast address (an
+    IPv4-mapped IPv6 address is judged as the IPv4 one)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_address(host: str) -> str | None:
+    """`host` if it is an IP address (aiohttp connects to those without resolving)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return host.strip("[]")
+
+
+class PublicResolver(AbstractResolver):
+    """Resolves names as the system does, and keeps only public addresses (`is_public`)."""
+
+    def __init__(self) -> None:
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        public = [entry for entry in found if is_public(entry["host"])]
+        if not public:
+            raise NotPublic(f"{host} resolves to no public address (jobs.webhook_allow_private is off)")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+async def check_reachable(url: str, allow_private: bool, resolver: AbstractResolver | None = None) -> None:
+    """Raise `NotPublic` when webhooks may not reach `url`'s host. A name that does not resolve
+    now passes: it may later, and every connection is checked again."""
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    literal = literal_address(host)
+    if literal is not None:
+        if not is_public(literal):
+            raise NotPublic(f"{literal} is not a public address (jobs.webhook_allow_private is off)")
+        return
+    own = resolver is None
+    resolver = resolver or PublicResolver()
+    try:
+        await asyncio.wait_for(resolver.resolve(host, 0, socket.AF_UNSPEC), 5.0)
+    except NotPublic:
+        raise
+    except (OSError, TimeoutError):
+        return
+    finally:
+        if own:
+            await resolver.close()
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -113,7 +188,10 @@ class WebhookSender:
     def start(self) -> None:
         if self._task is not None:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s))
+        connector = None if self.settings.webhook_allow_private else aiohttp.TCPConnector(resolver=PublicResolver())
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)
+        )
         self._task = asyncio.create_task(self._run(), name="livegen-webhooks")
 
     def wake(self) -> None:
@@ -188,13 +266,24 @@ class WebhookSender:
         status: int | None = None
         retry_after: float | None = None
         try:
+            await check_reachable(delivery.url, self.settings.webhook_allow_private)
+        except NotPublic as exc:
+            log.warning("webhook %s for job %s: %s; not sent", delivery.event_id, delivery.job_id, exc)
+            await self._record(delivery, "failed", None, f"{exc}; not sent")
+            return
+        try:
             async with self._session.post(delivery.url, data=body, headers=headers, allow_redirects=False) as answer:
                 status = answer.status
                 retry_after = retry_after_s(answer.headers.get("Retry-After"), self._clock())
                 await answer.content.read(64 * 1024)  # the receiver's answer is not used; read a little to reuse the connection
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, NotPublic):  # the name resolved elsewhere since the check
+                await self._record(delivery, "failed", None, f"{exc.os_error}; not sent")
+                return
+            await self._retry(delivery, None, _error_text(exc), None, host)
+            return
         except (aiohttp.ClientError, TimeoutError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_CHARS] if str(exc) else type(exc).__name__
-            await self._retry(delivery, None, error, None, host)
+            await self._retry(delivery, None, _error_text(exc), None, host)
             return
         if 200 <= status < 300:
             log.info("webhook %s for job %s delivered to %s (%d)", delivery.event_id, delivery.job_id, host, status)
@@ -224,3 +313,7 @@ class WebhookSender:
             next_try=next_try if next_try is not None else delivery.next_try,
         )
         self._on_outcome("retried" if state == "pending" else state)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_CHARS] if str(exc) else type(exc).__name__

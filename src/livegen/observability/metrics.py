@@ -328,3 +328,26 @@ class EngineCollector(Collector):
             "In-node latency p95 over the governor's last step, all streams.",
             latency_p95_ms / 1000.0,
         )
+
+
+class OwningCollector(Collector):
+    """Series a part of the node records into (counters, histograms made with `registry=None`,
+    listed in `owned`) together with gauges computed at scrape time: `gauges(read())`, and
+    `gauges(None)` when the registry asks what the collector describes."""
+
+    def __init__(self, owned: Sequence[Any], read: Callable[[], Any]):
+        self._owned = tuple(owned)
+        self._read = read
+
+    def gauges(self, reading: Any) -> Iterator[Metric]:
+        raise NotImplementedError
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self.gauges(None)
+        for metric in self._owned:
+            yield from metric.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.gauges(self._read())
+        for metric in self._owned:
+            yield from metric.collect()
