@@ -287,6 +287,49 @@ async def test_calls_past_max_streams_are_resource_exhausted(live_node, stub):
     assert len(await process(stub, [config(), frame(RGB24, picture(0).tobytes(), 3)])) == 1
 
 
+@pytest.mark.parametrize("settings", [{"grpc": {"idle_timeout_s": 0.6}}], indirect=True)
+async def test_idle_calls_end_and_give_their_place_back_and_metrics_count_calls(live_node, stub):
+    servicer = live_node.app[FRAME_API].servicer
+
+    def queue_call() -> tuple[asyncio.Queue[pb.ProcessRequest], Any]:
+        requests: asyncio.Queue[pb.ProcessRequest] = asyncio.Queue()
+
+        async def feed() -> AsyncIterator[pb.ProcessRequest]:
+            while True:
+                yield await requests.get()
+
+        return requests, stub.ProcessStream(feed())
+
+    # a client that opens a call and never sends its config
+    _, silent = queue_call()
+    assert await asyncio.wait_for(silent.code(), 5) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "grpc.idle_timeout_s" in await silent.details()
+    # a client that sends a frame, takes its answer, then hangs: its lane is closed too
+    requests, hanging = queue_call()
+    for message in (config(), frame(RGB24, picture(0).tobytes(), 1)):
+        requests.put_nowait(message)
+    assert (await hanging.read()).frame.frame_id == 1
+    assert await asyncio.wait_for(hanging.code(), 5) == grpc.StatusCode.DEADLINE_EXCEEDED
+    await wait_until(lambda: not servicer.calls and not live_node.app[WORKER].lanes, timeout=5)
+    # a slow client that keeps sending is not idle: every frame comes back
+    requests, slow = queue_call()
+    requests.put_nowait(config())
+    for index in range(5):
+        await asyncio.sleep(0.3)
+        requests.put_nowait(frame(RGB24, picture(index).tobytes(), index))
+        assert (await slow.read()).frame.frame_id == index
+    slow.cancel()
+    await wait_until(lambda: not servicer.calls, timeout=5)
+
+    async with live_node.http.get(f"{live_node.url}/metrics") as answer:
+        text = await answer.text()
+    assert 'livegen_grpc_calls_total{code="DEADLINE_EXCEEDED",method="ProcessStream"} 2.0' in text, text
+    assert 'livegen_grpc_calls_total{code="CANCELLED",method="ProcessStream"} 1.0' in text
+    assert 'livegen_grpc_frames_total{method="ProcessStream"} 6.0' in text
+    assert 'livegen_grpc_calls_active{method="ProcessStream"} 0.0' in text
+    assert 'livegen_grpc_frame_seconds_count{method="ProcessStream"} 6.0' in text
+
+
 async def test_stopping_the_node_ends_running_calls_and_closes_their_lanes(live_node, stub):
     requests: asyncio.Queue[pb.ProcessRequest] = asyncio.Queue()
 

@@ -333,3 +333,6 @@ class GrpcSettings(_Section):
     max_width: int = Field(1920, ge=16, le=8192)
     max_height: int = Field(1080, ge=16, le=8192)
     """Larger frames (sent or asked for) are INVALID_ARGUMENT; they also bound message sizes."""
+    idle_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """A call whose client sends nothing and reads nothing this long, while the node owes it
+    nothing, ends with DEADLINE_EXCEEDED and gives its place back."""

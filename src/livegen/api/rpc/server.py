@@ -16,7 +16,9 @@ import grpc
 from aiohttp import web
 
 from livegen.api.keys import GENERATOR, HUB, SETTINGS, WORKER
+from livegen.api.metrics import METRICS
 from livegen.api.rpc import frames
+from livegen.api.rpc.metrics import RpcCollector, RpcMetrics
 from livegen.api.rpc.service import FrameServicer
 from livegen.config import Settings
 from livegen.diffusion.generator import DiffusionGenerator
@@ -39,6 +41,7 @@ class FrameServer:
         self.generator = generator
         self.port: int | None = None
         """The port it listens on once started (`grpc.port`, or the one chosen for 0)."""
+        self.metrics = RpcMetrics()
         self.servicer: FrameServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -48,7 +51,7 @@ class FrameServer:
         config = self.settings.grpc
         limits = frames.Limits(config.max_width, config.max_height)
         self._pool = ThreadPoolExecutor(max(2, min(4, config.max_streams)), thread_name_prefix="livegen-grpc")
-        self.servicer = FrameServicer(self.settings, self.worker, self.presets, self.generator, self._pool)
+        self.servicer = FrameServicer(self.settings, self.worker, self.presets, self.generator, self._pool, self.metrics)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -87,7 +90,10 @@ FRAME_API = web.AppKey("frame_api", FrameServer)
 
 def install(app: web.Application) -> None:
     """Serve the frame API with `app`; call after the engine's cleanup context is added."""
-    app[FRAME_API] = FrameServer(app[SETTINGS], app[WORKER], app[HUB].presets, app[GENERATOR])
+    server = app[FRAME_API] = FrameServer(app[SETTINGS], app[WORKER], app[HUB].presets, app[GENERATOR])
+    app[METRICS].registry.register(
+        RpcCollector(server.metrics, lambda: server.servicer.active() if server.servicer is not None else {})
+    )
     app.cleanup_ctx.append(_serve)
 
 

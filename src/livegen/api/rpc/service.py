@@ -12,7 +12,10 @@ The chain of a ProcessStream is asked for as a stream's PATCH asks for one (`Str
 are the HTTP API's (`api.auth`, action `process`). Errors end a call with a status code:
 INVALID_ARGUMENT for what the client sent, UNAUTHENTICATED / PERMISSION_DENIED for its token,
 RESOURCE_EXHAUSTED past `grpc.max_streams` calls, FAILED_PRECONDITION when GenerateStream has no
-model or device, UNAVAILABLE while the node stops, INTERNAL when an effect fails on a frame.
+model or device, UNAVAILABLE while the node stops, INTERNAL when an effect fails on a frame,
+DEADLINE_EXCEEDED for a call idle for `grpc.idle_timeout_s` — its client sent nothing and read
+nothing while the node owed it nothing — so that a client that hangs gives its place back.
+Calls, frames and their times are counted in `/metrics` (`api.rpc.metrics`).
 """
 
 from __future__ import annotations
@@ -21,18 +24,19 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import av
 import grpc
-from google.protobuf import json_format
 
 from livegen.api.auth import NODE, authorize_token, parse_bearer
 from livegen.api.bodies import check_model
 from livegen.api.rpc import frames
+from livegen.api.rpc.calls import CallFailed, IdleWatch, chain_request, drain, forget, status_code, timing
+from livegen.api.rpc.metrics import RpcMetrics
 from livegen.api.rpc.scenes import SceneFrames
 from livegen.api.streams import StreamPatch
 from livegen.config import Settings
@@ -45,12 +49,7 @@ from livegen.engine.worker import DeviceWorker
 from livegen.errors import (
     AtCapacity,
     BadRequest,
-    Forbidden,
     LivegenError,
-    NotFound,
-    PayloadTooLarge,
-    Unauthorized,
-    Unprocessable,
 )
 from livegen.grpcapi import livegen_pb2 as pb
 from livegen.grpcapi import livegen_pb2_grpc as pb_grpc
@@ -65,66 +64,6 @@ PROMPT_WAIT_S = 60.0
 PROMPT_POLL_S = 0.25
 """Each wait on a conversion thread is this short, so a stopping node never waits on one."""
 MAX_SEED = 2**31 - 1
-DRAIN_S = 1.0
-DRAIN_MESSAGES = 64
-
-
-class CallFailed(Exception):
-    """Ends a call with `code` (what the error tree has no HTTP status for)."""
-
-    def __init__(self, code: grpc.StatusCode, detail: str):
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-_CODES: tuple[tuple[type[LivegenError], grpc.StatusCode], ...] = (
-    (Unauthorized, grpc.StatusCode.UNAUTHENTICATED),
-    (Forbidden, grpc.StatusCode.PERMISSION_DENIED),
-    (AtCapacity, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (Unprocessable, grpc.StatusCode.INVALID_ARGUMENT),
-    (PayloadTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-)
-
-
-def status_code(exc: LivegenError) -> grpc.StatusCode:
-    """The gRPC status of an error of the node's error tree (its HTTP status, in gRPC's words)."""
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-def plain(value: Any) -> Any:
-    """A `Struct`'s value as the HTTP API's JSON would have it: Struct numbers are all doubles,
-    so whole numbers become ints again (a seed, an [r, g, b] colour)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
-
-
-def chain_request(chain: pb.Chain) -> dict[str, Any]:
-    """The chain message as the body of a stream's PATCH (empty fields left out)."""
-    raw: dict[str, Any] = {}
-    if chain.preset:
-        raw["preset"] = chain.preset
-    if chain.effects:
-        raw["effects"] = [
-            {"name": effect.name, "params": plain(json_format.MessageToDict(effect.params))} for effect in chain.effects
-        ]
-    if chain.params:
-        raw["params"] = {name: plain(json_format.MessageToDict(params)) for name, params in chain.params.items()}
-    return raw
-
-
-def timing(result: LaneResult) -> pb.Timing:
-    return pb.Timing(processing_ms=result.processing_ms, waited_ms=result.waited_ms, stages_ms=result.timings_ms)
 
 
 class FrameServicer(pb_grpc.FrameServiceServicer):
@@ -138,8 +77,10 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         presets: PresetLibrary,
         generator: DiffusionGenerator,
         pool: Executor,
+        metrics: RpcMetrics | None = None,
     ):
         self.settings = settings
+        self.metrics = metrics or RpcMetrics()
         self.worker = worker
         self.presets = presets
         self.generator = generator
@@ -149,6 +90,11 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         self.calls: set[str] = set()
         """Names of the calls running now (each holds one of `grpc.max_streams`)."""
         self._ids = itertools.count(1)
+
+    def active(self) -> dict[str, int]:
+        """Calls running now, by method (for the metrics)."""
+        process = sum(1 for name in self.calls if name.startswith("grpc-process-"))
+        return {"ProcessStream": process, "GenerateStream": len(self.calls) - process}
 
     # ---- admission --------------------------------------------------------------------------
     @contextmanager
@@ -169,7 +115,40 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         finally:
             self.calls.discard(name)
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    @asynccontextmanager
+    async def _call(self, context: grpc.aio.ServicerContext, method: str, kind: str) -> AsyncIterator[IdleWatch]:
+        """One call's frame: its idle watch, its end counted by status code, an idle call
+        ended with DEADLINE_EXCEEDED."""
+        idle_s = self.settings.grpc.idle_timeout_s
+        watch = IdleWatch(idle_s, f"grpc-{kind}")
+        try:
+            yield watch
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not watch.expired or task is None:
+                watch.code = "CANCELLED"
+                raise
+            task.uncancel()  # the watch's own cancel: the call ends with a status instead
+            log.info("a %s call was idle for %g s: ended (grpc.idle_timeout_s)", method, idle_s)
+            await self._abort(
+                context, watch, grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the call was idle for {idle_s:g} s: nothing sent and nothing read (grpc.idle_timeout_s)",
+            )
+        except GeneratorExit:  # grpc closed the call: the client went away, or the watch cancelled a write
+            watch.code = "DEADLINE_EXCEEDED" if watch.expired else "CANCELLED"
+            raise
+        except Exception:
+            watch.code = watch.code or "UNKNOWN"
+            raise
+        finally:
+            watch.close()
+            self.metrics.ended(method, watch.code or "OK")
+
+    async def _abort(self, context: grpc.aio.ServicerContext, watch: IdleWatch, code: grpc.StatusCode, detail: str) -> None:
+        watch.code = code.name
+        await context.abort(code, detail)
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception, watch: IdleWatch) -> None:
         if isinstance(exc, CallFailed):
             code, detail = exc.code, exc.detail
         else:
@@ -179,33 +158,43 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
             fields = [e["field"] for e in exc.extra.get("errors", ()) if e.get("field") and f"{e['field']}:" not in detail]
             if fields:
                 detail = f"{', '.join(fields)}: {detail}"
-        await context.abort(code, detail)
+        await self._abort(context, watch, code, detail)
 
     # ---- ProcessStream ----------------------------------------------------------------------
     async def ProcessStream(
         self, request_iterator: AsyncIterator[pb.ProcessRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessResponse]:
         requests = aiter(request_iterator)
-        try:
-            with self._admitted(context, "process") as name:
-                first = await anext(requests, None)
-                if first is None or first.WhichOneof("message") != "config":
-                    raise BadRequest("config: the first message must be a StreamConfig naming the chain")
-                config = first.config
-                frames.check_format(config.output_format, "config.output_format", unspecified_ok=True)
-                quality = frames.check_quality(config.jpeg_quality, "config.jpeg_quality")
-                chain = await self._build_chain(config.chain)
-                lane = self.worker.open_lane(name, chain, self.settings.grpc.depth)
-                log.info("[%s] processing frames with preset %s", name, chain.preset)
-                try:
-                    async with aclosing(self._process(lane, requests, config.output_format, quality)) as responses:
-                        async for response in responses:
-                            yield response
-                finally:
-                    self.worker.close_lane(lane)  # closes the chain on the worker thread
-        except (LivegenError, CallFailed) as exc:
-            await _drain(requests)
-            await self._fail(context, exc)
+        async with self._call(context, "ProcessStream", "process") as watch:
+            try:
+                async with aclosing(self._process_call(context, requests, watch)) as responses:
+                    async for response in responses:
+                        yield response
+                        watch.touch()
+            except (LivegenError, CallFailed) as exc:
+                await drain(requests)
+                await self._fail(context, exc, watch)
+
+    async def _process_call(
+        self, context: grpc.aio.ServicerContext, requests: AsyncIterator[pb.ProcessRequest], watch: IdleWatch
+    ) -> AsyncIterator[pb.ProcessResponse]:
+        with self._admitted(context, "process") as name:
+            first = await anext(requests, None)
+            watch.touch()
+            if first is None or first.WhichOneof("message") != "config":
+                raise BadRequest("config: the first message must be a StreamConfig naming the chain")
+            config = first.config
+            frames.check_format(config.output_format, "config.output_format", unspecified_ok=True)
+            quality = frames.check_quality(config.jpeg_quality, "config.jpeg_quality")
+            chain = await self._build_chain(config.chain)
+            lane = self.worker.open_lane(name, chain, self.settings.grpc.depth)
+            log.info("[%s] processing frames with preset %s", name, chain.preset)
+            try:
+                async with aclosing(self._process(lane, requests, config.output_format, quality, watch)) as responses:
+                    async for response in responses:
+                        yield response
+            finally:
+                self.worker.close_lane(lane)  # closes the chain on the worker thread
 
     async def _build_chain(self, message: pb.Chain) -> EffectChain:
         patch = check_model(StreamPatch, chain_request(message))
@@ -214,7 +203,8 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.presets.build, spec)
 
     async def _process(
-        self, lane: JobLane, requests: AsyncIterator[pb.ProcessRequest], output_format: int, quality: int
+        self, lane: JobLane, requests: AsyncIterator[pb.ProcessRequest], output_format: int, quality: int,
+        watch: IdleWatch,
     ) -> AsyncIterator[pb.ProcessResponse]:
         """Frames read, decoded and handed to the lane by a task of their own while results are
         sent back here as they come: a client that waits for each frame before it sends the
@@ -226,6 +216,7 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         async def read() -> None:
             try:
                 async for message in requests:
+                    watch.touch()
                     if message.WhichOneof("message") != "frame":
                         raise BadRequest("config: only the first message may be a StreamConfig")
                     wire = message.frame
@@ -245,7 +236,8 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
             while (item := await submitted.get()) is not None:
                 if isinstance(item, Exception):
                     raise item
-                response = await self._processed(*item, output_format, quality)
+                with watch.node_work():
+                    response = await self._processed(*item, output_format, quality)
                 room.release()
                 yield response
         finally:
@@ -256,7 +248,7 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
                 item = submitted.get_nowait()
                 if isinstance(item, tuple):
                     left.append(item)
-            _forget(left)
+            forget(left)
 
     def _submit(self, lane: JobLane, picture: av.VideoFrame) -> asyncio.Future[LaneResult]:
         try:
@@ -271,6 +263,7 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         self, wire: pb.Frame, result: asyncio.Future[LaneResult], output_format: int, quality: int
     ) -> pb.ProcessResponse:
         done = await self._result(result, f"frame {wire.frame_id}")
+        self.metrics.frame("ProcessStream", (done.waited_ms + done.processing_ms) / 1000.0)
         response = pb.ProcessResponse(timing=timing(done))
         response.frame.frame_id, response.frame.pts = wire.frame_id, wire.pts
         fmt = output_format or wire.format
@@ -292,13 +285,15 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        try:
-            with self._admitted(context, "generate") as name:
-                async with aclosing(self._generate(name, request)) as responses:
-                    async for response in responses:
-                        yield response
-        except (LivegenError, CallFailed) as exc:
-            await self._fail(context, exc)
+        async with self._call(context, "GenerateStream", "generate") as watch:
+            try:
+                with self._admitted(context, "generate") as name:
+                    async with aclosing(self._generate(name, request, watch)) as responses:
+                        async for response in responses:
+                            yield response
+                            watch.touch()
+            except (LivegenError, CallFailed) as exc:
+                await self._fail(context, exc, watch)
 
     def _unavailable(self) -> CallFailed | None:
         reason = self.generator.unavailable()
@@ -306,7 +301,7 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
             return None
         return CallFailed(grpc.StatusCode.FAILED_PRECONDITION, f"no scene can be generated: {reason}")
 
-    async def _generate(self, name: str, request: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
+    async def _generate(self, name: str, request: pb.GenerateRequest, watch: IdleWatch) -> AsyncIterator[pb.GenerateResponse]:
         if (failed := self._unavailable()) is not None:
             raise failed
         prompt = request.prompt.strip()
@@ -337,19 +332,24 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
         lane = self.worker.open_lane(name, EffectChain("generate", (effect,)), self.settings.grpc.depth)
         pending: deque[tuple[int, asyncio.Future[LaneResult]]] = deque()
         try:
-            await self._wait_for_prompt(denoiser)
+            with watch.node_work():
+                await self._wait_for_prompt(denoiser)
             log.info("[%s] generating %d frames of %dx%d", name, count, width, height)
             for index in range(count):
                 blank = av.VideoFrame(width, height, "rgb24")  # the scene paints all of it
                 blank.pts = index
                 if len(pending) >= lane.depth:
-                    yield await self._generated(*pending.popleft(), params.seed, fmt, quality)
+                    with watch.node_work():
+                        response = await self._generated(*pending.popleft(), params.seed, fmt, quality)
+                    yield response
                 pending.append((index, self._submit(lane, blank)))
             while pending:
-                yield await self._generated(*pending.popleft(), params.seed, fmt, quality)
+                with watch.node_work():
+                    response = await self._generated(*pending.popleft(), params.seed, fmt, quality)
+                yield response
         finally:
             self.worker.close_lane(lane)
-            _forget(pending)
+            forget(pending)
 
     async def _wait_for_prompt(self, denoiser: StreamDenoiser) -> None:
         loop = asyncio.get_running_loop()
@@ -372,37 +372,10 @@ class FrameServicer(pb_grpc.FrameServiceServicer):
             if failed.code == grpc.StatusCode.INTERNAL and (unavailable := self._unavailable()) is not None:
                 raise unavailable from None
             raise
+        self.metrics.frame("GenerateStream", (done.waited_ms + done.processing_ms) / 1000.0)
         response = pb.GenerateResponse(timing=timing(done), seed=seed + index)
         response.frame.frame_id, response.frame.pts = index, index
         await asyncio.get_running_loop().run_in_executor(
             self.pool, frames.encode, done.frame, fmt, quality, response.frame
         )
         return response
-
-
-async def _drain(requests: AsyncIterator[pb.ProcessRequest]) -> None:
-    """Read what the client still sends, up to its half-close (at most `DRAIN_S` and
-    `DRAIN_MESSAGES`), before a call ends with an error. grpcio's asyncio client reports
-    INTERNAL ("Internal error from Core") instead of the server's status when one of its writes
-    meets a call that has already ended (grpc/grpc#36066): a client that streamed a few frames
-    behind a bad config would never learn what was wrong with it."""
-
-    async def discard() -> None:
-        count = 0
-        async for _ in requests:
-            count += 1
-            if count >= DRAIN_MESSAGES:
-                return
-
-    try:
-        async with asyncio.timeout(DRAIN_S):
-            await discard()
-    except Exception:  # a timeout, or the client went away: the status goes out either way
-        pass
-
-
-def _forget(pending: Iterable[tuple[Any, asyncio.Future[LaneResult]]]) -> None:
-    """Results nobody will read (the call ended early): their errors are expected, not logged."""
-    for _, result in pending:
-        result.add_done_callback(lambda f: f.cancelled() or f.exception())
-
