@@ -287,7 +287,7 @@ async def test_calls_past_max_streams_are_resource_exhausted(live_node, stub):
     assert len(await process(stub, [config(), frame(RGB24, picture(0).tobytes(), 3)])) == 1
 
 
-@pytest.mark.parametrize("settings", [{"grpc": {"idle_timeout_s": 0.6}}], indirect=True)
+@pytest.mark.parametrize("settings", [{"grpc": {"idle_timeout_s": 1.0}}], indirect=True)
 async def test_idle_calls_end_and_give_their_place_back_and_metrics_count_calls(live_node, stub):
     servicer = live_node.app[FRAME_API].servicer
 

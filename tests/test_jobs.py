@@ -412,7 +412,7 @@ async def test_webhooks_reach_only_public_addresses_unless_allowed(tmp_path: Pat
 
 async def test_jobs_that_ended_are_deleted_after_the_retention_time(tmp_path: Path, short_clip: bytes, receiver_url) -> None:
     base, receivers = receiver_url
-    receivers["slow"] = Receiver([(429, {"Retry-After": "3"}), (200, {})])
+    receivers["slow"] = Receiver([(429, {"Retry-After": "6"}), (200, {})])
     runner, node = await open_node(tmp_path, jobs={"retention_s": 1})
     try:
         ref = await node.upload(short_clip)
@@ -427,10 +427,10 @@ async def test_jobs_that_ended_are_deleted_after_the_retention_time(tmp_path: Pa
         # a job whose webhook is still being tried is kept until it is through
         await node.wait(hooked["id"], lambda j: ended(j) and j["webhook"]["deliveries"]
                         and j["webhook"]["deliveries"][0]["attempts"] == 1)
-        await asyncio.sleep(1.8)  # ended well over the retention time ago; the next try is at 3 s
+        await asyncio.sleep(2.5)  # ended well over the retention time ago; the next try is at 6 s
         kept = await node.job(hooked["id"])
         assert kept["webhook"]["deliveries"][0]["state"] == "pending" and (node.data_dir / hooked["id"]).is_dir()
-        await wait_until(lambda: len(receivers["slow"].requests) == 2, timeout=10)
+        await wait_until(lambda: len(receivers["slow"].requests) == 2, timeout=15)
         await wait_until(lambda: not (node.data_dir / hooked["id"]).exists(), timeout=10)
         status, _, _ = await node.call("GET", f"/api/jobs/{hooked['id']}")
         assert status == 404
