@@ -259,3 +259,27 @@ def test_compare_and_the_readme_table_come_from_recorded_results(tmp_path, capsy
     text = readme.read_text()
     assert "stale" not in text and "kept" in text
     assert "| pipeline | grayscale 160×96@10 |" in text and "pipeline-presets-160x96.json" in text
+
+
+def test_the_cpu_window_says_what_else_ran_on_the_machine():
+    import subprocess
+    import sys
+    import time
+
+    from livegen.bench.cpu import CpuWindow
+
+    window = CpuWindow({"bench_process": None})
+    # another process burns a core: neither this one nor a named one, so "other processes"
+    other = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    window.start()
+    try:
+        other.wait(timeout=30)
+    finally:
+        other.kill()
+    spent = time.process_time()
+    while time.process_time() - spent < 0.3:  # and this process some of its own
+        pass
+    cpu = window.stop()
+    assert cpu["bench_process_pct"] > 10
+    assert cpu["other_processes_pct"] > 40, cpu  # most of a core: the other process
+    assert 0 <= cpu["machine_steal_pct"] <= 100 and cpu["machine_busy_pct"] > 0

@@ -39,8 +39,9 @@ def thread_cpu_seconds(tid: int | None) -> float | None:
     return None if tid is None else _stat_cpu_seconds(f"/proc/self/task/{tid}/stat")
 
 
-def machine_cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+def machine_cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy, total, steal) CPU ticks of the whole machine since boot, from /proc/stat. Steal
+    is time a virtual machine's CPUs wanted to run and the host ran something else."""
     try:
         with open("/proc/stat", encoding="ascii") as stat:
             values = [int(v) for v in stat.readline().split()[1:]]
@@ -48,7 +49,7 @@ def machine_cpu_ticks() -> tuple[int, int] | None:
         return None
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
+    return total - idle, total, values[7] if len(values) > 7 else 0
 
 
 def _share(before: float | None, after: float | None, wall: float) -> float | None:
@@ -68,7 +69,7 @@ class CpuWindow:
         self._wall = 0.0
         self._start: dict[str, float | None] | None = None
         self._threads_start: dict[str, float | None] = {}
-        self._machine: tuple[int, int] | None = None
+        self._machine: tuple[int, int, int] | None = None
 
     def start(self) -> None:
         self._wall = time.monotonic()
@@ -77,18 +78,24 @@ class CpuWindow:
         self._threads_start = {name: thread_cpu_seconds(tid) for name, tid in self.threads.items()}
 
     def stop(self) -> dict[str, float | None]:
-        """`<name>_pct` per process (100 = one core busy), `machine_busy_pct` (of all cores),
-        then `<name>_pct` per thread."""
+        """`<name>_pct` per process (100 = one core busy); `machine_busy_pct` and
+        `machine_steal_pct` (of all cores); `other_processes_pct` (100 = one core: what the
+        machine's other processes used, which a measurement shares the cores with); then
+        `<name>_pct` per thread."""
         assert self._start is not None, "start() first"
         wall = max(time.monotonic() - self._wall, 1e-6)
         result = {f"{name}_pct": _share(self._start[name], process_cpu_seconds(pid), wall)
                   for name, pid in self.pids.items()}
         machine = machine_cpu_ticks()
+        result["machine_busy_pct"] = result["machine_steal_pct"] = result["other_processes_pct"] = None
         if self._machine is not None and machine is not None and machine[1] > self._machine[1]:
-            busy = machine[0] - self._machine[0]
-            result["machine_busy_pct"] = round(100.0 * busy / (machine[1] - self._machine[1]), 1)
-        else:
-            result["machine_busy_pct"] = None
+            total = machine[1] - self._machine[1]
+            busy, steal = machine[0] - self._machine[0], machine[2] - self._machine[2]
+            result["machine_busy_pct"] = round(100.0 * busy / total, 1)
+            result["machine_steal_pct"] = round(100.0 * steal / total, 1)
+            named = [v for k, v in result.items() if k.endswith("_process_pct") and v is not None]
+            cores = os.cpu_count() or 1
+            result["other_processes_pct"] = round(max(0.0, 100.0 * (busy - steal) / total * cores - sum(named)), 1)
         for name, tid in self.threads.items():
             result[f"{name}_pct"] = _share(self._threads_start[name], thread_cpu_seconds(tid), wall)
         return result

@@ -23,10 +23,14 @@ the row. Goals: RSS at the end grows < 5 % over RSS at the end of the first row 
 start-up), and the last row's latency p95 is at most the first row's + 10 %: the viewer's
 latency where the stamp survives the preset, else the in-node one (*basis*; `blur` blurs the
 stamp away with the rest of the background, so at `blur` there is no viewer latency).
+*bench CPU %* is the bench process's own (the same work every row: when it rises, the machine
+got slower); *others / steal %* is what other processes of the machine used (100 = one core)
+and the share of all cores the virtual machine's host took (steal): what a row shared its
+cores with.
 
 | preset | video | row | RSS MB | threads / fds | viewer fps | latency p50 / p95 ms | in-node p50 / p95 ms\
- | fps out | dropped / degraded | node CPU % | date (UTC) | file |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|"""
+ | fps out | dropped / degraded | node CPU % | bench CPU % | others / steal % | date (UTC) | file |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"""
 RUNS_HEAD = """
 | file | preset | minutes | RSS first → last MB | growth | p95 first → last ms (basis) | RSS goal | p95 goal | device, cores |
 |---|---|---|---|---|---|---|---|---|"""
@@ -65,6 +69,8 @@ def section(results: list[tuple[str, dict[str, Any]]]) -> str:
                 fps((node or {}).get("fps_out_window")),
                 node_counts(node),
                 plain(row["cpu"].get("node_process_pct")),
+                plain(row["cpu"].get("bench_process_pct")),
+                pair(row["cpu"].get("other_processes_pct"), row["cpu"].get("machine_steal_pct")),
                 run_date(r),
                 file_link(name),
             ]))
@@ -86,14 +92,16 @@ def section(results: list[tuple[str, dict[str, Any]]]) -> str:
 def table(result: dict[str, Any]) -> str:
     o = result["options"]
     rows: list[tuple[str, ...]] = [("row", "RSS MB", "threads", "fds", "viewer fps", "p50 ms", "p95 ms",
-                                    "in-node p50", "in-node p95", "fps out", "dropped/degraded", "node CPU %")]
+                                    "in-node p50", "in-node p95", "fps out", "dropped/degraded", "node CPU %",
+                                    "bench CPU %", "others %", "steal %")]
     for row in result["rows"]:
         viewer, node = row["viewer"], row["node"]
         rows.append((str(row["row"]), cell(row.get("rss_mb")), cell(row.get("threads")), cell(row.get("fds")),
                      cell(viewer.get("delivered_fps")), cell(viewer["latency_ms"]["p50"]),
                      cell(viewer["latency_ms"]["p95"]), cell(in_node(node).get("p50")),
                      cell(in_node(node).get("p95")), cell((node or {}).get("fps_out_window")), node_counts(node),
-                     cell(row["cpu"].get("node_process_pct"))))
+                     cell(row["cpu"].get("node_process_pct")), cell(row["cpu"].get("bench_process_pct")),
+                     cell(row["cpu"].get("other_processes_pct")), cell(row["cpu"].get("machine_steal_pct"))))
     lines = [
         f"soak {o['preset']} {o['width']}x{o['height']} @ {o['fps']:g} fps: {o['minutes']:g} min, a row every"
         f" {o['seconds']:g} s after {o['warmup']:g} s warm-up; codec {result.get('codec')}",
