@@ -116,6 +116,21 @@ def test_a_stale_cost_does_not_keep_a_stream_shed():
     assert load.cost_ms[2] < 15.0  # the level-2 cost was refreshed by the level-3 frames
 
 
+def test_a_stream_degraded_during_start_up_comes_back_within_seconds():
+    # degraded while the machine was slow (its full-quality frames then cost 40 ms: 1200 ms/s);
+    # now degraded frames cost 8 ms (240 ms/s of 900): far under its share, it tries full quality
+    clock = Clock()
+    governor = LoadGovernor(budget_ms=100.0, clock=clock)
+    load = StreamLoad(level=1, cost_ms=[40.0, 8.0, None, None], changed_at=clock.now)
+    for _ in range(int(8 / STEP_S)):
+        clock.now += STEP_S
+        for _ in range(15):
+            governor.charge(load, 12.0 if load.level == 0 else 8.0, node_ms=14.0)
+        governor.plan([(load, 30.0)])
+    assert load.level == 0, load  # 360 ms/s at full quality: it stays there
+    assert load.cost_ms[0] < 20.0
+
+
 def test_overload_shrinks_capacity_and_recovers():
     clock = Clock()
     governor = LoadGovernor(budget_ms=100.0, clock=clock)
@@ -138,14 +153,14 @@ def test_one_late_step_is_a_hiccup_not_overload():
     clock = Clock()
     governor = LoadGovernor(budget_ms=100.0, clock=clock)
     load = StreamLoad()
-    for step in range(20):  # every fifth step a stall (a busy machine for a moment)
-        for _ in range(15):
-            governor.charge(load, 15.0, node_ms=90.0 if step % 5 == 0 else 25.0)
+    for step in range(20):  # every fifth step a frame is late (a busy machine for a moment)
+        for frame in range(15):
+            governor.charge(load, 15.0, node_ms=90.0 if step % 5 == 0 and frame == 0 else 25.0)
         clock.now += STEP_S
         governor.plan([(load, 30.0)])
         assert governor.capacity == 1.0, step
     assert load.level == 0  # 450 ms/s on 900: a hiccup does not shed a stream with room
-    for _ in range(2):  # two late steps in a row: that is overload
+    for _ in range(2):  # every frame late for a second: that is overload (once: then it watches again)
         for _ in range(15):
             governor.charge(load, 15.0, node_ms=90.0)
         clock.now += STEP_S

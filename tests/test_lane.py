@@ -165,6 +165,32 @@ def test_a_light_frame_waits_one_effect_of_a_long_chain_not_the_whole_chain(work
     worker.detach(light)
 
 
+def test_a_light_frame_that_arrives_in_the_last_effect_goes_out_first(worker):
+    class Step(Effect):
+        name = "step"
+
+        def apply(self, frame: Frame) -> None:
+            time.sleep(0.03)
+
+    arrived: dict[str, float] = {}
+    heavy = StreamPipeline("heavy", EffectChain("two", (Step(Step.Params()), Step(Step.Params()))),
+                           lambda f: arrived.setdefault("heavy", time.perf_counter()))
+    light = StreamPipeline("light", grayscale(), lambda f: arrived.setdefault("light", time.perf_counter()))
+    heavy.recent_ms, light.recent_ms = 60.0, 1.0
+    worker.attach(heavy)
+    worker.attach(light)
+    heavy.submit(coloured(1))
+    time.sleep(0.045)  # the worker is in the heavy chain's last effect now
+    light.submit(coloured(2))
+    deadline = time.perf_counter() + 5
+    while len(arrived) < 2 and time.perf_counter() < deadline:
+        time.sleep(0.005)
+    # served before the heavy frame is converted back and sent, not after
+    assert arrived["light"] < arrived["heavy"]
+    worker.detach(heavy)
+    worker.detach(light)
+
+
 def test_a_live_frame_waits_one_effect_of_a_job_frame(worker):
     class Step(Effect):
         name = "step"

@@ -18,15 +18,18 @@ at a time (one change per `STEP_S` at most), and never anyone else's:
    dropped (counted as `shed`).
 
 It climbs back a level when what the lower level cost would fit in 80 % of its share, or, with
-room to spare, after `PROBE_S` at a level (that cost may have been measured on a busier machine;
-`frame_rate` and `half_resolution` do the same work per frame, so that one is always fresh).
+room to spare, after `PROBE_S` at a level — `QUICK_PROBE_S` when it uses under half its share —
+(that cost may have been measured on a busier machine; `frame_rate` and `half_resolution` do
+the same work per frame, so that one is always fresh).
 
 **Overload.** How long processed frames waited is watched (in-node latency less the frame's own
 processing: decoding on a busy CPU, the slot, other streams' turns): when its p95 over the last
-`STEP_S` is above half of `engine.budget_ms` for `HIGH_STEPS` steps in a row (sustained, not
-one late frame after a hiccup of the machine), the worker's capacity shrinks by 30 %, which the
-heaviest streams absorb first (lighter ones join them only when they alone no longer fit);
-below a quarter of the budget it grows back by 10 % per step. Levels and capacity are in each stream's stats (`load`) and in the metrics.
+`WINDOW_STEPS` steps is above half of `engine.budget_ms` (sustained: a few late frames after a
+hiccup of the machine are under the p95 of two seconds), the worker's capacity shrinks by 30 %,
+which the heaviest streams absorb first (lighter ones join them only when they alone no longer
+fit), and the window starts again, so the next decision sees what the shedding did; below a
+quarter of the budget it grows back by 10 % per step. Levels and capacity are in each stream's
+stats (`load`) and in the metrics.
 
 Everything here runs on the worker thread, except `reading`, which only reads numbers.
 """
@@ -34,6 +37,7 @@ Everything here runs on the worker thread, except `reading`, which only reads nu
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 STEP_S = 0.5
@@ -41,6 +45,9 @@ STEP_S = 0.5
 PROBE_S = 30.0
 """After this long at a level, a stream with room to spare tries the level above in quality
 (for half a second: if that still costs too much it comes straight back)."""
+QUICK_PROBE_S = 5.0
+"""... after this long already when it uses under half its share (a level entered during a
+start-up or a slow moment of the machine, whose full cost was measured then)."""
 LEVELS = ("full", "degrade", "half_resolution", "frame_rate")
 UP_MARGIN = 1.0  # demand over this fraction of the share climbs a level
 DOWN_MARGIN = 0.8  # the lower level's demand under this fraction of the share comes back down
@@ -49,7 +56,8 @@ PEER_RATIO = 0.9  # streams within 10 % of the heaviest shed with it
 CAPACITY_FLOOR = 0.25  # of the configured capacity: overload never starves the worker further
 WAIT_HIGH = 0.5  # of the budget: frames waiting longer than this (p95 over a step) shrink capacity
 WAIT_LOW = 0.25  # of the budget: below it capacity grows back
-HIGH_STEPS = 2  # steps in a row with waits over WAIT_HIGH before capacity shrinks
+WINDOW_STEPS = 4  # the steps whose waits the capacity follows (2 s)
+MIN_WINDOW_STEPS = 2  # of them, at least this many since capacity last shrank
 SHRINK, GROW = 0.7, 1.1
 MAX_SAMPLES = 4096  # in-node latencies kept per step
 COST_WEIGHT = 0.2  # of the newest frame in a level's running cost average
@@ -169,7 +177,8 @@ class LoadGovernor:
         self._latencies: list[float] = []
         self._waits: list[float] = []
         self._light_bound = 0.0
-        self._high_steps = 0
+        self._window: deque[list[float]] = deque(maxlen=WINDOW_STEPS)
+        """The waits of the last steps (one list per step)."""
         self.latency_p95_ms = 0.0
         """In-node latency p95 over the last step, all streams together."""
         self.wait_p95_ms = 0.0
@@ -222,13 +231,17 @@ class LoadGovernor:
         # A stream whose own frames are slow pays for that itself (its share and level); what
         # the capacity answers for is the time frames wait: decoding on a saturated CPU, the
         # slot, other streams' turns.
-        self._high_steps = self._high_steps + 1 if self.wait_p95_ms > WAIT_HIGH * self.budget_ms else 0
-        if self._high_steps >= HIGH_STEPS:
+        self._window.append(waits)
+        if len(self._window) < MIN_WINDOW_STEPS:
+            return
+        waited = _p95([wait for step in self._window for wait in step])
+        if waited > WAIT_HIGH * self.budget_ms:
             shrunk = max(CAPACITY_FLOOR * self.max_capacity_ms, self.capacity_ms * SHRINK)
             if self.capacity_ms > self._light_bound:  # the heavy streams first, to their floor
                 shrunk = max(shrunk, self._light_bound)
             self.capacity_ms = shrunk
-        elif self.wait_p95_ms < WAIT_LOW * self.budget_ms:
+            self._window.clear()
+        elif waited < WAIT_LOW * self.budget_ms:
             self.capacity_ms = min(self.max_capacity_ms, self.capacity_ms * GROW)
 
     def _move(self, load: StreamLoad, now: float) -> None:
@@ -241,7 +254,10 @@ class LoadGovernor:
             fits = below is None or below * load.fps_in < DOWN_MARGIN * load.share_ms
             # what a lower level cost was measured when the stream was last there, perhaps on a
             # busy machine long ago: with room to spare, try it again now and then
-            probe = now - load.changed_at >= PROBE_S and load.demand_ms < DOWN_MARGIN * load.share_ms
+            waited = now - load.changed_at
+            probe = (waited >= PROBE_S and load.demand_ms < DOWN_MARGIN * load.share_ms) or (
+                waited >= QUICK_PROBE_S and load.demand_ms < 0.5 * load.share_ms
+            )
             if fits or probe:
                 load.level -= 1
             else:

@@ -356,15 +356,15 @@ class DeviceWorker(ThreadStage):
         self._emit(pipeline, item, frame, job.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms, work)
 
     def _apply_interleaved(self, chain: EffectChain, work: Frame, owner: StreamPipeline | None) -> float:
-        """`chain` applied to `work` effect by effect; between two effects, the frames that
+        """`chain` applied to `work` effect by effect; after each effect, the frames that
         lighter live streams (every live stream, for a lane: `owner` None) received meanwhile
-        are processed whole, so that a long chain or a job makes them wait one effect, not a
-        whole frame. The milliseconds spent on them, which are not the owner's."""
+        are processed whole — after the last one too, before the owner's picture is converted
+        back — so that a long chain or a job makes them wait one effect, not a whole frame.
+        The milliseconds spent on them, which are not the owner's."""
         lent_ms = 0.0
-        for position, effect in enumerate(chain.effects):
+        for effect in chain.effects:
             chain.apply_one(effect, work)
-            if position < len(chain.effects) - 1:
-                lent_ms += self._serve_lighter(owner)
+            lent_ms += self._serve_lighter(owner)
         return lent_ms
 
     def _serve_lighter(self, heavy: StreamPipeline | None) -> float:
