@@ -71,3 +71,18 @@ async def test_delete_ends_at_once_without_a_slate(live_node):
     await wait_until(lambda: "cam" in live_node.hub.streams)
     await publisher.close()
     await wait_until(lambda: "cam" not in live_node.hub.streams, timeout=5)
+
+
+@pytest.mark.parametrize("settings", [node_settings(relay={"grace_s": 60}, engine={"default_preset": "passthrough"})])
+async def test_closing_the_hub_does_not_wait_out_a_held_streams_grace_time(live_node):
+    publisher = WhipPublisher(live_node.url, "cam", live_node.http)
+    await publisher.publish(SyntheticVideoTrack(320, 240, fps=15))
+    await wait_until(lambda: "cam" in live_node.hub.streams and live_node.hub.streams["cam"].output.last_frame is not None)
+    stream = live_node.hub.streams["cam"]
+    await publisher.pc.close()  # a crash: the stream holds on its slate for a minute
+    await wait_until(lambda: stream.slate is not None, timeout=10)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await live_node.hub.close()
+    assert loop.time() - started < 3.0  # not the hub's 5 s wait for tasks, nor the grace time
+    assert live_node.hub.tasks == 0 and not live_node.hub.streams

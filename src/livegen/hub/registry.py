@@ -375,10 +375,7 @@ class StreamHub:
             listener()
         held = [s for s in self.streams.values() if s.ingest is None]
         await asyncio.gather(*(self._remove_stream(s) for s in held))
-        timers = {f"grace {s.name}" for s in held}  # their grace timers (see _hold) wait for nothing now
-        for task in list(self._tasks):
-            if task.get_name() in timers:
-                task.cancel()
+        self._cancel_grace_timers({s.name for s in held})
         if self.streams or self._negotiating:
             log.info("draining: waiting up to %.0f s for %d live streams to end", timeout_s, len(self.streams))
         loop = asyncio.get_running_loop()
@@ -398,9 +395,18 @@ class StreamHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _cancel_grace_timers(self, streams: set[str] | None = None) -> None:
+        """The grace timers (see `_hold`) of `streams` (all when None): their streams ended, so
+        they wait for nothing now."""
+        for task in list(self._tasks):
+            name = task.get_name()
+            if name.startswith("grace ") and (streams is None or name[len("grace "):] in streams):
+                task.cancel()
+
     async def close(self) -> None:
         """End every stream and wait for pending session ends."""
         await asyncio.gather(*(self._remove_stream(s) for s in list(self.streams.values())))
+        self._cancel_grace_timers()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT_S)
 
