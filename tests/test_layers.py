@@ -196,3 +196,18 @@ def test_an_upgrade_that_removes_a_patched_name_is_named(monkeypatch):
 def test_no_source_file_is_over_the_size_limit():
     long = {str(p.relative_to(SRC)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_command_line_parser_loads_no_heavy_library():
+    """`livegen --help`, `livegen process --help` and a mistyped flag answer at once: building
+    the parser imports no model or media framework (each command imports its own when it runs)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "cv2", "mediapipe", "aiortc", "diffusers", "transformers", "grpc")
+    code = (
+        "import sys\nfrom livegen.cli import build_parser\nbuild_parser()\n"
+        f"print(','.join(name for name in {heavy!r} if name in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "", loaded.stdout

@@ -29,11 +29,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from livegen.errors import LivegenError
+
+if TYPE_CHECKING:  # only in annotations: `livegen models` and the CLI's parser stay light
+    import torch
 
 log = logging.getLogger(__name__)
 
