@@ -18,9 +18,9 @@ What is patched, and why:
   baseline) frames are encoded with the node's own encoder settings, not aiortc's libx264
   defaults (x264's `medium` preset, a bitrate that follows REMB), so per-viewer and encode-once
   differ only in how often a frame is encoded; aiortc's packetizer for the codec is kept.
-- a receiver's statistics, bitrate estimator, RTCP SSRC and `_send_rtcp` (the fan-out bench's
-  counting viewer sends receiver reports and REMB like a real one), and its decoder thread (the
-  bench measures what decoding costs a viewer).
+- a receiver's statistics and `_send_rtcp` (the fan-out bench's counting viewer sends receiver
+  reports like a real one), and its decoder thread (the bench measures what decoding costs a
+  viewer).
 - DTLS cipher suites (`RTCCertificate._create_ssl_context`): aiortc offers only ECDHE-ECDSA
   suites, so peers with RSA certificates (GStreamer's webrtcbin) had no suite in common.
 - ICE host addresses (`aioice.ice.get_host_addresses`) and a UDP port range (aiortc's
@@ -53,8 +53,6 @@ from aiortc.rtp import RtpPacket
 # (object, private attribute) pairs this module relies on; `verify()` checks each one.
 _RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RECEIVER_STREAMS = "_RTCRtpReceiver__remote_streams"
-_RECEIVER_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
-_RECEIVER_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _RECEIVER_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _SENDER_ENCODER = "_RTCRtpSender__encoder"
 CLASS_ATTRIBUTES: tuple[tuple[Any, str], ...] = (
@@ -71,7 +69,7 @@ CLASS_ATTRIBUTES: tuple[tuple[Any, str], ...] = (
 )
 INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     # set in __init__, so looked for on a fresh instance
-    "RTCRtpReceiver": (_RECEIVER_JITTER, _RECEIVER_STREAMS, _RECEIVER_ESTIMATOR, _RECEIVER_RTCP_SSRC, _RECEIVER_DECODER_THREAD),
+    "RTCRtpReceiver": (_RECEIVER_JITTER, _RECEIVER_STREAMS, _RECEIVER_DECODER_THREAD),
     "JitterBuffer": ("_packets", "_origin"),
     "Connection": ("_protocols",),
 }
@@ -216,16 +214,6 @@ def replace_rtp_handler(receiver: RTCRtpReceiver, handler: RtpHandler) -> None:
 def receiver_statistics(receiver: RTCRtpReceiver) -> dict[int, Any] | None:
     """The receiver's per-SSRC statistics (what its receiver reports are built from), or None."""
     return getattr(receiver, _RECEIVER_STREAMS, None)
-
-
-def remote_bitrate_estimator(receiver: RTCRtpReceiver) -> Any:
-    """The receiver's REMB bitrate estimator, or None."""
-    return getattr(receiver, _RECEIVER_ESTIMATOR, None)
-
-
-def rtcp_ssrc(receiver: RTCRtpReceiver) -> int | None:
-    """The SSRC the receiver sends RTCP from (known once negotiated), or None."""
-    return getattr(receiver, _RECEIVER_RTCP_SSRC, None)
 
 
 async def send_rtcp(receiver: RTCRtpReceiver, packet: Any) -> None:
