@@ -160,12 +160,49 @@ def test_one_late_step_is_a_hiccup_not_overload():
         governor.plan([(load, 30.0)])
         assert governor.capacity == 1.0, step
     assert load.level == 0  # 450 ms/s on 900: a hiccup does not shed a stream with room
-    for _ in range(2):  # every frame late for a second: that is overload (once: then it watches again)
+    for _ in range(2):  # every frame late for a second, the budget at stake: overload (once: then it watches again)
         for _ in range(15):
-            governor.charge(load, 15.0, node_ms=90.0)
+            governor.charge(load, 15.0, node_ms=110.0)
         clock.now += STEP_S
         governor.plan([(load, 30.0)])
     assert governor.capacity == pytest.approx(0.7)
+
+
+def test_streams_within_their_share_shed_only_to_keep_the_budget():
+    clock = Clock()
+    governor = LoadGovernor(budget_ms=100.0, clock=clock)
+    light, heavy = StreamLoad(), StreamLoad()
+    light.cost_ms[0], heavy.cost_ms[0] = 15.0, 60.0  # 450 and 1800 ms/s wanted
+
+    def steps(count: int, wait: float) -> None:  # every frame waits `wait` ms: a saturated machine
+        for _ in range(count):
+            clock.now += STEP_S
+            for load, cost in ((light, 15.0), (heavy, 60.0)):
+                for _ in range(15):
+                    if governor.admit(load):
+                        governor.charge(load, cost, node_ms=cost + wait)
+            governor.plan([(light, 30.0), (heavy, 30.0)])
+
+    steps(20, wait=60.0)  # over half the budget, but not the budget: the heavy stream pays, alone
+    bound = 450.0 + 0.1 * 900.0 / 2  # the light stream's demand, the heavy one at its floor
+    assert governor.capacity_ms == pytest.approx(bound)
+    assert light.level == 0 and light.share_ms >= 450.0
+    assert heavy.level == len(LEVELS) - 1
+    steps(6, wait=85.0)  # now the budget is at stake: the light stream pays too
+    assert governor.capacity_ms < bound and light.level > 0
+
+
+def test_a_lone_stream_sheds_only_to_keep_the_budget():
+    clock = Clock()
+    governor = LoadGovernor(budget_ms=100.0, clock=clock)
+    load = StreamLoad()
+    for latency, expected in ((75.0, 1.0), (100.0, 0.7)):
+        for _ in range(2):
+            for _ in range(15):
+                governor.charge(load, 15.0, node_ms=latency)  # waits 60 or 85 ms
+            clock.now += STEP_S
+            governor.plan([(load, 30.0)])
+        assert governor.capacity == pytest.approx(expected), latency
 
 
 def test_disabled_governor_never_sheds():

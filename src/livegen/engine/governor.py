@@ -26,9 +26,11 @@ the same work per frame, so that one is always fresh).
 processing: decoding on a busy CPU, the slot, other streams' turns): when its p95 over the last
 `WINDOW_STEPS` steps is above half of `engine.budget_ms` (sustained: a few late frames after a
 hiccup of the machine are under the p95 of two seconds), the worker's capacity shrinks by 30 %,
-which the heaviest streams absorb first (lighter ones join them only when they alone no longer
-fit), and the window starts again, so the next decision sees what the shedding did; below a
-quarter of the budget it grows back by 10 % per step. Levels and capacity are in each stream's
+which the heaviest streams absorb, down to their floor, and the window starts again, so the
+next decision sees what the shedding did. Streams that ask for no more than their share (every
+stream, when none is heavy) pay only to keep the budget: capacity shrinks below what they use
+only while the waits' p95 is over `LIGHT_SHED` of the budget. Below a quarter of the budget,
+waits let capacity grow back by 10 % per step. Levels and capacity are in each stream's
 stats (`load`) and in the metrics.
 
 Everything here runs on the worker thread, except `reading`, which only reads numbers.
@@ -58,6 +60,7 @@ WAIT_HIGH = 0.5  # of the budget: frames waiting longer than this (p95 over a st
 WAIT_LOW = 0.25  # of the budget: below it capacity grows back
 WINDOW_STEPS = 4  # the steps whose waits the capacity follows (2 s)
 MIN_WINDOW_STEPS = 2  # of them, at least this many since capacity last shrank
+LIGHT_SHED = 0.8  # of the budget: waits (p95) over which streams within their share shed too
 SHRINK, GROW = 0.7, 1.1
 MAX_SAMPLES = 4096  # in-node latencies kept per step
 COST_WEIGHT = 0.2  # of the newest frame in a level's running cost average
@@ -235,7 +238,10 @@ class LoadGovernor:
         if len(self._window) < MIN_WINDOW_STEPS:
             return
         waited = _p95([wait for step in self._window for wait in step])
-        if waited > WAIT_HIGH * self.budget_ms:
+        # shrinking further would take from streams that ask for no more than their share (no
+        # stream is heavy, or the heavy ones are at their floor): only to keep the budget
+        light_pay = not self._light_bound or self.capacity_ms <= self._light_bound
+        if waited > (LIGHT_SHED if light_pay else WAIT_HIGH) * self.budget_ms:
             shrunk = max(CAPACITY_FLOOR * self.max_capacity_ms, self.capacity_ms * SHRINK)
             if self.capacity_ms > self._light_bound:  # the heavy streams first, to their floor
                 shrunk = max(shrunk, self._light_bound)
