@@ -288,8 +288,10 @@ class LoadGovernor:
         load.shed_frames += 1
         return False
 
-    def charge(self, load: StreamLoad, processing_ms: float, node_ms: float) -> None:
-        """A frame was processed at the stream's current level."""
+    def charge(self, load: StreamLoad, processing_ms: float, node_ms: float, lent_ms: float = 0.0) -> None:
+        """A frame was processed at the stream's current level; `lent_ms` of its in-node time
+        the worker spent on lighter streams' frames between its effects: that is the price of
+        their turns, which the heavy stream pays, not a wait that overload should answer."""
         level = load.level
         # `frame_rate` does `half_resolution`'s work per frame: one measure keeps both fresh
         for measured in (level, level - 1) if level == len(LEVELS) - 1 else (level,):
@@ -299,4 +301,4 @@ class LoadGovernor:
             load.credit_ms -= processing_ms
         if len(self._latencies) < MAX_SAMPLES:
             self._latencies.append(node_ms)
-            self._waits.append(max(0.0, node_ms - processing_ms))
+            self._waits.append(max(0.0, node_ms - processing_ms - lent_ms))

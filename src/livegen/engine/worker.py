@@ -353,7 +353,7 @@ class DeviceWorker(ThreadStage):
         except Exception:
             self._failed(pipeline, chain, item, job.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms)
             return
-        self._emit(pipeline, item, frame, job.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms, work)
+        self._emit(pipeline, item, frame, job.own_ms + (time.perf_counter() - started) * 1000.0 - lent_ms, work, lent_ms)
 
     def _apply_interleaved(self, chain: EffectChain, work: Frame, owner: StreamPipeline | None) -> float:
         """`chain` applied to `work` effect by effect; after each effect, the frames that
@@ -388,14 +388,16 @@ class DeviceWorker(ThreadStage):
         return (time.perf_counter() - started) * 1000.0
 
     def _emit(
-        self, pipeline: StreamPipeline, item: InputFrame, frame: av.VideoFrame, processing_ms: float, work: Frame | None
+        self, pipeline: StreamPipeline, item: InputFrame, frame: av.VideoFrame, processing_ms: float, work: Frame | None,
+        lent_ms: float = 0.0,
     ) -> None:
-        """Hand the frame on; `processing_ms` is the time spent on it (this stream's own)."""
+        """Hand the frame on; `processing_ms` is the time spent on it (this stream's own),
+        `lent_ms` the time the worker served lighter streams between its effects."""
         done = time.perf_counter()
         node_ms = (done - item.received_at) * 1000.0
         pipeline.recent_ms += (processing_ms - pipeline.recent_ms) * RECENT_WEIGHT
         if work is not None:
-            self.governor.charge(pipeline.load, processing_ms, node_ms)
+            self.governor.charge(pipeline.load, processing_ms, node_ms, lent_ms)
         try:
             pipeline.emit(frame)
         except RuntimeError:  # the loop is closing; the stream is going away
