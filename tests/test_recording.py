@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from itertools import pairwise
@@ -321,3 +322,16 @@ def test_a_late_first_keyframe_does_not_keep_the_video_late() -> None:
     assert all(abs(error) < 0.01 for error in late[60:]), "pulled back within two seconds"
     steps = [b - a for a, b in pairwise(placed)]
     assert min(steps) >= 0.9 * 3000 and max(steps) <= 3000, "gently, never a jump"
+
+
+def test_stopping_writes_what_was_offered_before_the_stop(tmp_path: Path, template) -> None:
+    ready = threading.Event()  # the muxer asks for a keyframe once it takes packets
+    output = RecordingOutput("stop", RecordingSettings(dir=tmp_path, fragment_s=1.0), template, ready.set)
+    output.start()
+    assert ready.wait(10)
+    for item in recorded_feed(h264_gop(320, 180, frames=30), 2.0):
+        output.offer(item)
+    assert output.stop()  # at once: the packets still queued are written before the file closes
+    [found] = list_recordings(tmp_path)
+    video, audio = decoded(found.path)
+    assert len(video) == 60 and audio

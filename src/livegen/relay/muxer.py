@@ -276,12 +276,14 @@ class MuxingOutput(ThreadStage):
         return True
 
     def _next(self) -> MediaPacket | None:
-        """The next packet, waiting as long as it takes; None when stopping."""
+        """The next packet, waiting as long as it takes; once stopping, what is still queued
+        (what was offered before the stop is written too, when that is quick: `stop` aborts
+        the I/O after a while), then None."""
         while not self.stopping:
             item = self._queue.get(self.poll_s)
             if item is not None:
                 return item
-        return None
+        return self._queue.get(0.0)
 
     def _run_once(self) -> None:
         self.connect()
