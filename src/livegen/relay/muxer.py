@@ -180,6 +180,7 @@ class MuxingOutput(ThreadStage):
         self._audio_template = audio_template
         self._request_keyframe = request_keyframe
         self._queue = PacketQueue(queue_packets)
+        self._drain_left: int | None = None
         self._backoff = backoff or Backoff()
         self._clock = clock
         self._done = False
@@ -283,6 +284,11 @@ class MuxingOutput(ThreadStage):
             item = self._queue.get(self.poll_s)
             if item is not None:
                 return item
+        if self._drain_left is None:  # what was queued when the stop came; not what comes after
+            self._drain_left = len(self._queue)
+        if self._drain_left <= 0:
+            return None
+        self._drain_left -= 1
         return self._queue.get(0.0)
 
     def _run_once(self) -> None:
