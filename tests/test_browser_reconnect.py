@@ -76,6 +76,8 @@ async def test_webcam_page_republishes_after_the_node_ends_its_stream(live_node,
         again = live_node.hub.streams[stream]
         assert again is not first and again.ingest is not None
         await wait_until(lambda: again.pipeline.stats.frames_in >= 30, timeout=20)
+        # the page watches its stream again too (its viewer reconnects after its publisher)
+        await wait_until(lambda: len(again.viewers) == 1, timeout=20)
         async with live_node.http.get(f"{live_node.url}/api/streams/{stream}") as response:
             info = await response.json()
         assert (info["state"], info["viewers"]) == ("live", 1) and info["frames_in"] >= 30, info
