@@ -140,9 +140,12 @@ class PublicResolver(AbstractResolver):
         await self._resolver.close()
 
 
-async def check_reachable(url: str, allow_private: bool, resolver: AbstractResolver | None = None) -> None:
+async def check_reachable(
+    url: str, allow_private: bool, resolver: AbstractResolver | None = None, *, resolve: bool = True
+) -> None:
     """Raise `NotPublic` when webhooks may not reach `url`'s host. A name that does not resolve
-    now passes: it may later, and every connection is checked again."""
+    now passes: it may later, and every connection is checked again. `resolve` False checks an
+    address literal only (a sender's connector resolves names through `PublicResolver`)."""
     if allow_private:
         return
     host = urlsplit(url).hostname or ""
@@ -150,6 +153,8 @@ async def check_reachable(url: str, allow_private: bool, resolver: AbstractResol
     if literal is not None:
         if not is_public(literal):
             raise NotPublic(f"{literal} is not a public address (jobs.webhook_allow_private is off)")
+        return
+    if not resolve:
         return
     own = resolver is None
     resolver = resolver or PublicResolver()
@@ -266,7 +271,9 @@ class WebhookSender:
         status: int | None = None
         retry_after: float | None = None
         try:
-            await check_reachable(delivery.url, self.settings.webhook_allow_private)
+            # aiohttp connects to an address literal without resolving it: checked here; a name
+            # is checked by the connector's resolver, and refused below (ClientConnectorError)
+            await check_reachable(delivery.url, self.settings.webhook_allow_private, resolve=False)
         except NotPublic as exc:
             log.warning("webhook %s for job %s: %s; not sent", delivery.event_id, delivery.job_id, exc)
             await self._record(delivery, "failed", None, f"{exc}; not sent")
