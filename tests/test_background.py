@@ -23,6 +23,7 @@ from livegen.effects.background import BackgroundEffect, masked_blur, masked_blu
 from livegen.effects.base import EffectContext, Frame
 from livegen.errors import Unprocessable
 from livegen.media.assets import AssetStore
+from livegen.media.scale import halve
 from livegen.media.video_loop import cover_fit
 from livegen.resources import bundled_dir
 from livegen.testing.scenes import compose_scene, erode, known_background, region_ssim
@@ -193,6 +194,35 @@ def test_blur_blurs_at_every_size(context):
         room = (mask == 0)[:, 1:]
         detail = np.abs(np.diff(noise.astype(float), axis=1))[room].mean()
         assert np.abs(np.diff(out.astype(float), axis=1))[room].mean() < 0.5 * detail, (width, height)
+
+
+def test_blur_starts_from_segmentations_small_copy_while_the_picture_is_the_input(context, monkeypatch):
+    """`Frame.small` (the input and mask as segmentation reduced them) gives the blur exactly
+    what halving the full-size picture would, without touching the full-size picture; once an
+    effect before the background changed the picture, the small copy shows the wrong picture
+    and the blur halves the new one instead."""
+    picture = known_background((W, H), "noise")
+    mask = person_mask(soft=2.0)
+    small = (halve(picture, 1), halve(mask, 1))  # segmentation's refine size at 640 × 360
+    expected = masked_blur(picture, mask, 18)
+    assert np.array_equal(masked_blur(picture, mask, 18, small), expected)
+
+    effect = BackgroundEffect.create({"mode": "blur", "blur": 18}, context)
+    plain = run(effect, with_mask(Frame(0, rgb=picture), mask))
+    frame = Frame(1, rgb=picture)
+    frame.set_mask(mask, small=small)
+    halved: list[tuple[int, ...]] = []
+    monkeypatch.setattr(background, "halve", lambda p, levels: halved.append(p.shape) or halve(p, levels))
+    assert np.array_equal(run(effect, frame), plain) and halved == []
+
+    changed = 255 - picture  # what an effect before the background might have made
+    frame = Frame(2, rgb=picture)
+    frame.set_mask(mask, small=small)
+    frame.rgb = changed
+    assert frame.small_input is None
+    out = run(effect, frame)
+    assert halved == [picture.shape, mask.shape]
+    assert np.array_equal(out, run(effect, with_mask(Frame(3, rgb=changed), mask)))
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 
@@ -49,6 +50,18 @@ def test_mask_finds_the_person_over_any_background(effect, kind):
     assert frame.mask.shape == (1, 720, 1280)
     np.testing.assert_array_equal(frame.source, scene)  # the picture is left alone
     assert frame.rgb is frame.source
+
+
+def test_the_small_copy_is_the_input_and_the_mask_at_refine_size(effect):
+    """`frame.small`, which a blurred background starts from: the input reduced to
+    `refine_width`, and the mask there that the full-size mask is upsampled from."""
+    picture, _ = compose_scene(known_background(SIZE, "stripes"))
+    frame = run(effect, 0, picture)
+    small_picture, small_mask = frame.small
+    assert small_picture.shape == (180, 320, 3) and small_mask.shape == (180, 320)
+    assert np.abs(small_picture.astype(float) - cv2.resize(picture, (320, 180), interpolation=cv2.INTER_AREA)).mean() < 1
+    upsampled = cv2.resize(small_mask, SIZE, interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(upsampled, frame.mask_rgb)
 
 
 def test_guided_filter_pulls_a_soft_mask_edge_onto_the_picture_edge():

@@ -42,6 +42,7 @@ from livegen.effects.base import Effect, EffectContext, EffectParams, Frame, Gen
 from livegen.effects.generation import SceneParams
 from livegen.errors import Unprocessable
 from livegen.media.convert import rgb_to_tensor, tensor_to_rgb
+from livegen.media.scale import halve, shrink
 from livegen.media.video_loop import VideoLoop, cover_fit
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,6 @@ def blur_plan(strength: float, width: int, height: int) -> tuple[int, float]:
     return levels, sigma / (1 << levels)
 
 
-def _halve(picture: np.ndarray, levels: int) -> np.ndarray:
-    # a 2×2 area resize is OpenCV's fastest downscale; the Gaussian after it removes any aliasing
-    for _ in range(levels):
-        height, width = picture.shape[:2]
-        picture = cv2.resize(picture, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
-    return picture
-
-
 def _background_weight(mask: np.ndarray) -> np.ndarray:
     # (1 − mask)⁴: the mask's soft edge still holds some of the person, so it counts for little
     weight = cv2.subtract(1.0, mask)
@@ -158,17 +151,25 @@ def _background_weight(mask: np.ndarray) -> np.ndarray:
     return cv2.multiply(weight, weight)
 
 
-def masked_blur(picture: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+def masked_blur(
+    picture: np.ndarray, mask: np.ndarray, strength: float, small: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """The background of `picture` ((H, W, 3) uint8) blurred without the person (`mask`:
     (H, W) float32, 1 = person): a normalised convolution at reduced resolution; a new
     (H, W, 3) uint8 array. Deep inside the person no background is near, and what comes out
-    there is meaningless — the person covers it."""
+    there is meaningless — the person covers it. `small`: the same picture and mask already
+    reduced (`Frame.small`), started from when they are at least as large as the blur's size."""
     height, width = picture.shape[:2]
     levels, sigma = blur_plan(strength, width, height)
-    small = _halve(picture, levels).astype(np.float32)
-    weight = _background_weight(_halve(mask, levels))
+    size = (width >> levels, height >> levels)  # what `levels` halvings give
+    if small is not None and small[0].shape[1] >= size[0] and small[0].shape[0] >= size[1]:
+        reduced, reduced_mask = shrink(small[0], size), shrink(small[1], size)
+    else:
+        reduced, reduced_mask = halve(picture, levels), halve(mask, levels)
+    small_picture = reduced.astype(np.float32)
+    weight = _background_weight(reduced_mask)
     # OpenCV's element-wise ops instead of numpy broadcasting: several times faster at this size
-    num = cv2.GaussianBlur(cv2.multiply(small, cv2.merge((weight, weight, weight))), (0, 0), sigma,
+    num = cv2.GaussianBlur(cv2.multiply(small_picture, cv2.merge((weight, weight, weight))), (0, 0), sigma,
                            borderType=cv2.BORDER_REPLICATE)
     den = cv2.max(cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE), 1e-3)
     blurred = cv2.divide(num, cv2.merge((den, den, den)), dtype=cv2.CV_8U)
@@ -378,7 +379,7 @@ class BackgroundEffect(Effect):
                 generated = tensor_to_rgb(generated)
             backdrop = cover_fit(generated, width, height)
         elif mode == "blur":
-            backdrop, owned = masked_blur(picture, mask, self.params.blur), True  # type: ignore[arg-type]
+            backdrop, owned = masked_blur(picture, mask, self.params.blur, frame.small_input), True  # type: ignore[arg-type]
         elif mode == "video":
             backdrop = self._video.latest(width, height)  # type: ignore[union-attr]
         else:

@@ -71,6 +71,11 @@ class Frame:
         self.mask_rgb: np.ndarray | None = None
         """The person mask on the host as (H, W) float32, 1 where the person is; set with
         `set_mask` by segmentation, for CPU compositing."""
+        self.small: tuple[np.ndarray, np.ndarray] | None = None
+        """(picture, mask): `source` and the mask at the reduced size segmentation worked at,
+        for effects that work small (a blurred background) and would otherwise shrink the
+        full-size picture again; set with `set_mask`. It shows the input picture: an effect
+        that changed the picture (`rgb is not source`) cannot use it."""
         self.pool = pool
         """Small CPU thread pool for CPU-only helpers that can run beside device work."""
         self.timings_ms: dict[str, float] = {}
@@ -120,10 +125,18 @@ class Frame:
         return width, height
 
     # ---- the person mask ------------------------------------------------------------------
-    def set_mask(self, mask: np.ndarray) -> None:
-        """The person mask, (H, W) float32 in [0, 1] on the host (segmentation's result). It
-        reaches the device only if an effect reads `mask` there."""
-        self.mask_rgb, self._mask = mask, None
+    def set_mask(self, mask: np.ndarray, small: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """The person mask, (H, W) float32 in [0, 1] on the host (segmentation's result), and
+        optionally `small` (see the attribute). It reaches the device only if an effect reads
+        `mask` there."""
+        self.mask_rgb, self._mask, self.small = mask, None, small
+
+    @property
+    def small_input(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`small` while the picture is still the input one on the host, else None."""
+        if self.small is None or self._rgb is not self.source:
+            return None
+        return self.small
 
     @property
     def mask(self) -> torch.Tensor | None:

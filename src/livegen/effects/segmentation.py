@@ -20,7 +20,8 @@ lane overlaps the model's run on frame N+1 with the rest of frame N); each prepa
 its own input and inference until its `apply`, so the masks are the same either way.
 
 The result is `frame.mask_rgb` ((H, W) float32 on the host) and `frame.mask` ((1, H, W) on the
-device; on the CPU the same memory). The picture itself is not changed.
+device; on the CPU the same memory), and `frame.small`: the reduced picture with the mask at its
+size, which a blurred background starts from. The picture itself is not changed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pydantic import Field
 
 from livegen.effects.base import Effect, EffectParams, Frame
 from livegen.errors import Unprocessable
+from livegen.media.scale import shrink
 
 MODEL_INPUT = {"general": (256, 256), "landscape": (256, 144)}  # (width, height)
 MODEL_SELECTION = {"general": 0, "landscape": 1}
@@ -69,16 +71,6 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
     return box(a) * guide + box(b)
-
-
-def reduce(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`picture` at `size` (width, height), smaller: halved by pyramid steps while that stays
-    above the size (fast and anti-aliased), the rest by an area resize."""
-    while picture.shape[1] // 2 >= size[0] and picture.shape[0] // 2 >= size[1]:
-        picture = cv2.pyrDown(picture)
-    if (picture.shape[1], picture.shape[0]) != size:
-        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
-    return picture
 
 
 @dataclass
@@ -137,11 +129,13 @@ class SegmentationEffect(Effect):
         width, height = frame.size
         p = self.params
         refine_size = (min(p.refine_width, width), max(1, round(height * min(p.refine_width, width) / width)))
-        reduced = reduce(frame.source, refine_size)
+        reduced = shrink(frame.source, refine_size)
         due = frame.index % p.every_n_frames == 0 and not (frame.over_budget and self._raw is not None)
         prepared = _Prepared(reduced, fresh=due or self._raw is None)
         if prepared.fresh:
-            small = cv2.resize(reduced, MODEL_INPUT[p.model], interpolation=cv2.INTER_AREA)
+            # bilinear: the model's input is at most a step below the refine size, and an area
+            # resize by a fraction costs ten times as much
+            small = cv2.resize(reduced, MODEL_INPUT[p.model], interpolation=cv2.INTER_LINEAR)
             if frame.pool is not None:
                 prepared.pending = frame.pool.submit(self._infer_after, self._inference, small)
                 self._inference = prepared.pending
@@ -188,7 +182,7 @@ class SegmentationEffect(Effect):
         shaped = np.clip((mask - low) / (high - low), 0.0, 1.0)
         shaped = shaped * shaped * (3.0 - 2.0 * shaped)  # smoothstep: a soft, even edge
         full = cv2.resize(shaped, (width, height), interpolation=cv2.INTER_LINEAR)
-        frame.set_mask(full)  # reaches the device only if an effect reads it there
+        frame.set_mask(full, small=(reduced, shaped))  # reaches the device only if an effect reads it there
 
     @staticmethod
     def _cancel(prepared: _Prepared) -> None:
