@@ -208,6 +208,8 @@ def test_a_live_frame_waits_one_effect_of_a_job_frame(worker):
     live.submit(coloured(1))
     result = future.result(timeout=5)
     assert arrived and arrived[0] - sent < 0.1, "the live frame waited for the rest of the job's frame"
-    assert 150 <= result.processing_ms < 260  # the job is charged for its own effects only
+    # the job is charged for its own effects only (its sleeps overrun on a loaded machine: they
+    # are measured, not assumed)
+    assert 150 <= result.processing_ms <= sum(result.timings_ms.values()) + 30
     worker.detach(live)
     worker.close_lane(lane)
