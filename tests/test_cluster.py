@@ -17,7 +17,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +230,31 @@ async def _no_streams(http: aiohttp.ClientSession, base_url: str) -> bool:
     return not await cluster_streams(http, base_url)
 
 
+@asynccontextmanager
+async def in_process_nodes(redis_url: str, prefix: str, node_ids: tuple[str, ...], **sections) -> AsyncIterator[dict]:
+    """Nodes of a cluster of their own (`prefix`) in this process, as {id: (app, url)}; `sections`
+    go into every node's settings."""
+    runners, nodes = [], {}
+    try:
+        for node_id in node_ids:
+            port = free_port()
+            settings = node_settings(
+                server={"port": port},
+                cluster={"redis_url": redis_url, "node_id": node_id, "heartbeat_s": 0.5, "ttl_s": 2,
+                         "key_prefix": prefix},
+                **sections,
+            )
+            runner = web.AppRunner(create_app(settings), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+            nodes[node_id] = (runner.app, f"http://127.0.0.1:{port}")
+        yield nodes
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
 # ---- the tests -------------------------------------------------------------------------------
 def test_cluster_settings_are_checked_at_start():
     with pytest.raises(ConfigError, match="cluster: .*ttl_s"):
@@ -260,9 +286,9 @@ async def test_a_full_node_redirects_publishers_to_the_least_loaded_node_with_ro
         for full in (a, b):
             status, headers, _ = await post(http, f"{full}/whip/next")
             assert status == 307 and headers["Location"] == f"{c}/whip/next", full
-        # a name another node holds is a conflict even on a full node, not a redirect
-        status, headers, body = await post(http, f"{a}/whip/full-b")
-        assert status == 409 and "Location" not in headers and "node b" in body
+        # a name another node holds goes to that node, full or not: it answers as a lone node would
+        status, headers, _ = await post(http, f"{a}/whip/full-b")
+        assert status == 307 and headers["Location"] == f"{b}/whip/full-b"
 
         on_c = await publish(http, c, "full-c")
         await eventually(lambda: _loads_are(http, a, {"a": 1, "b": 1, "c": 1}))
@@ -278,7 +304,7 @@ async def test_a_full_node_redirects_publishers_to_the_least_loaded_node_with_ro
             assert answer.status == 400
         async with http.get(f"{a}/metrics", headers=OPERATOR) as answer:
             metrics = await answer.text()
-        assert 'livegen_cluster_redirects_total{endpoint="whip"} 2.0' in metrics  # a sent two of them
+        assert 'livegen_cluster_redirects_total{endpoint="whip"} 3.0' in metrics  # a sent three of them
         assert "livegen_cluster_redis_up 1.0" in metrics and "livegen_cluster_errors_total 0.0" in metrics
         await close_all(http, a, on_a, on_b, on_c)
 
@@ -291,11 +317,11 @@ async def test_a_stream_name_is_published_once_in_the_cluster(cluster):
     a, b, c = (cluster[i].url for i in NODE_IDS)
     async with aiohttp.ClientSession() as http:
         on_a = await publish(http, a, "solo")
-        status, _, body = await post(http, f"{b}/whip/solo")  # b has room: the claim says no
-        assert status == 409 and "node a" in body
-        with pytest.raises(SignallingError) as refused:
+        status, headers, _ = await post(http, f"{b}/whip/solo")  # b has room, but a holds the name
+        assert status == 307 and headers["Location"] == f"{a}/whip/solo"
+        with pytest.raises(SignallingError) as refused:  # followed to a, whose publisher is live
             await publish(http, c, "solo")
-        assert refused.value.status == 409
+        assert refused.value.status == 409 and "already has a publisher" in str(refused.value)
 
         # ending the stream frees the name at once (not after the TTL)
         assert await on_a.close() == 200
@@ -367,8 +393,8 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_frees_its_names(cluste
         c.process.process.wait(5)
         doomed.location = None  # nobody is left to DELETE it at
         await doomed.close()
-        status, _, _ = await post(http, f"{a}/whip/doomed")  # its claim outlives it for the TTL
-        assert status == 409
+        status, headers, _ = await post(http, f"{a}/whip/doomed")  # its claim outlives it for the TTL
+        assert status == 307 and headers["Location"] == f"{c.url}/whip/doomed"
 
         async def forgotten() -> bool:
             return "doomed" not in await cluster_streams(http, a) and "c" not in await node_loads(http, a)
@@ -420,32 +446,49 @@ async def test_without_redis_the_node_serves_locally():
 async def test_a_draining_node_sends_new_publishers_to_a_node_with_room(redis_server):
     """SIGTERM starts a drain: the node's record says it takes no one new, and a publish that
     reaches it anyway (an old DNS answer, a load balancer) is sent on instead of refused."""
-    runners, urls = [], {}
-    try:
-        for node_id in ("d", "e"):
-            port = free_port()
-            settings = node_settings(
-                server={"port": port},
-                cluster={"redis_url": redis_server.url, "node_id": node_id, "heartbeat_s": 0.5, "ttl_s": 2,
-                         "key_prefix": "livegen-drain"},
-            )
-            runner = web.AppRunner(create_app(settings), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            runners.append(runner)
-            urls[node_id] = f"http://127.0.0.1:{port}"
-        draining = runners[0].app
+    async with in_process_nodes(redis_server.url, "livegen-drain", ("d", "e")) as nodes:
+        (draining, d), (peer_app, e) = nodes["d"], nodes["e"]
         await draining[HUB].drain(0)
-        peer = runners[1].app[CLUSTER]
+        peer = peer_app[CLUSTER]
 
         async def d_is_closed() -> bool:
-            nodes = {node.id: node for node in await peer.nodes() or ()}
-            return "d" in nodes and not nodes["d"].has_room and nodes["e"].has_room
+            found = {node.id: node for node in await peer.nodes() or ()}
+            return "d" in found and not found["d"].has_room and found["e"].has_room
 
         await eventually(d_is_closed)
         async with aiohttp.ClientSession() as http:
-            status, headers, _ = await post(http, f"{urls['d']}/whip/late", token=None)
-            assert status == 307 and headers["Location"] == f"{urls['e']}/whip/late"
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+            status, headers, _ = await post(http, f"{d}/whip/late", token=None)
+            assert status == 307 and headers["Location"] == f"{e}/whip/late"
+
+
+async def test_a_publisher_coming_back_through_another_node_resumes_its_stream_on_the_slate(redis_server):
+    """A publisher that dropped and reconnects through a load balancer may reach another node:
+    that node sends it to the one holding its stream on the slate, where the stream resumes for
+    the viewers already watching it there."""
+    async with in_process_nodes(redis_server.url, "livegen-slate", ("f", "g"), relay={"grace_s": 20}) as nodes:
+        (app_f, f), (app_g, g) = nodes["f"], nodes["g"]
+        hub_f, hub_g = app_f[HUB], app_g[HUB]
+        async with aiohttp.ClientSession() as http:
+            first = WhipPublisher(f, "cam", http)
+            await first.publish(SyntheticVideoTrack(160, 120, fps=10))
+            await first.wait_connected()
+            viewer = WhepViewer(f, "cam", http)
+            await viewer.watch()
+            stream = hub_f.streams["cam"]
+
+            await first.pc.close()  # a crash: no DELETE, the stream holds on f's slate
+            await wait_until(lambda: stream.ingest is None and stream.slate is not None, timeout=10)
+            again = WhipPublisher(g, "cam", http)
+            await again.publish(SyntheticVideoTrack(160, 120, fps=10))
+            await again.wait_connected()
+            assert again.redirects == [f"{f}/whip/cam"] and again.location.startswith(f"{f}/whip/cam/")
+            await wait_until(lambda: stream.ingest is not None and stream.slate is None, timeout=10)
+            assert hub_f.streams["cam"] is stream and len(stream.viewers) == 1  # the same viewers
+            assert "cam" not in hub_g.streams and stream.info()["state"] == "live"
+
+            second = WhipPublisher(g, "cam", http)
+            with pytest.raises(SignallingError) as refused:  # while it is live, a second one is refused
+                await second.publish(SyntheticVideoTrack(160, 120, fps=10))
+            await second.pc.close()
+            assert refused.value.status == 409 and second.redirects == [f"{f}/whip/cam"]
+            assert await viewer.close() == 200 and await again.close() == 200

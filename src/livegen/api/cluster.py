@@ -17,7 +17,7 @@ from dataclasses import asdict
 from aiohttp import web
 
 from livegen.api.keys import CLUSTER, HUB
-from livegen.errors import StreamBusy, Unprocessable
+from livegen.errors import Unprocessable
 
 
 def redirect(request: web.Request, base_url: str, endpoint: str) -> web.Response:
@@ -28,16 +28,20 @@ def redirect(request: web.Request, base_url: str, endpoint: str) -> web.Response
 
 
 async def publish_elsewhere(request: web.Request, stream: str) -> str | None:
-    """Base URL of the node a publish of `stream` should go to instead of this one: when this
-    node is full and another has room, the least-loaded of those. `StreamBusy` (409) when
-    another live node holds the name; None: publish here (a full or draining node answers 503).
-    A node draining for shutdown sends new publishers on like a full one."""
+    """Base URL of the node a publish of `stream` should go to instead of this one: the live
+    node that holds the name, which answers as a lone node would (a publisher coming back to a
+    stream on its slate resumes it there, a second publisher of a live one gets 409); else,
+    when this node is full and another has room, the least-loaded of those. None: publish here
+    (a full or draining node answers 503). A node draining for shutdown sends new publishers on
+    like a full one."""
     cluster, hub = request.app.get(CLUSTER), request.app[HUB]
-    if cluster is None or stream in hub.streams or not (hub.at_capacity or hub.draining):
+    if cluster is None or stream in hub.streams:
         return None  # a stream held here (on its slate, or replaced) resumes here
     owner = await cluster.owner_of(stream)
     if owner is not None and owner.id != cluster.node_id:
-        raise StreamBusy(f"stream {stream!r} is already published on node {owner.id}")
+        return owner.url
+    if not (hub.at_capacity or hub.draining):
+        return None
     target = await cluster.least_loaded_with_room()
     return None if target is None else target.url
 
