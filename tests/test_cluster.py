@@ -25,12 +25,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+import redis.asyncio
 from aiohttp import web
 
 from livegen.api import create_app
 from livegen.api.keys import CLUSTER, HUB
 from livegen.bench.node import NodeProcess, free_port
-from livegen.config import load_settings
+from livegen.cluster import ClusterRegistry, scripts
+from livegen.config import ClusterSettings, load_settings
 from livegen.errors import ConfigError
 from livegen.testing.clients import SignallingError, WhepViewer, WhipPublisher
 from livegen.testing.tracks import SyntheticVideoTrack
@@ -95,6 +97,9 @@ class RedisServer:
 class Node:
     id: str
     process: NodeProcess
+    killed: bool = False
+    """Set by a test that kills it (the module's tests may run on several workers, each with
+    its own nodes)."""
 
     @property
     def url(self) -> str:
@@ -167,11 +172,13 @@ def cluster(redis_server: RedisServer) -> Iterator[dict[str, Node]]:
             for node in nodes:
                 node.process.stop()  # closes its log; the process has ended
         logs = {node.id: node.process.log_path.read_text(errors="replace") for node in nodes}
-    # a node that stops on SIGTERM leaves the cluster: no record, no claim left behind (c was
-    # killed, and its keys expired in the test that killed it)
+    # a node that stops on SIGTERM leaves the cluster: no record, no claim left behind (a killed
+    # node's keys expired in the test that killed it)
     stopped = {node.id for node in nodes if node.process.returncode == 0}
+    expected = {node.id for node in nodes if not node.killed}
     left = [key.decode() for key in redis.Redis.from_url(redis_server.url).keys("*")]
-    assert stopped == {"a", "b"}, f"exit codes {[(n.id, n.process.returncode) for n in nodes]}"
+    assert stopped == expected, f"exit codes {[(n.id, n.process.returncode) for n in nodes]}; the logs end:\n" + "\n".join(
+        f"--- {node_id}\n{text[-2500:]}" for node_id, text in logs.items())
     assert left == [], f"{left} left behind; the nodes' logs end:\n" + "\n".join(t[-1500:] for t in logs.values())
     for node_id, text in logs.items():
         assert "Traceback" not in text, f"node {node_id}:\n{text[-3000:]}"
@@ -388,6 +395,7 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_frees_its_names(cluste
         doomed = await publish(http, c.url, "doomed")
         assert (await cluster_streams(http, a))["doomed"] == ("c", c.url)
 
+        c.killed = True
         c.process.process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         c.process.process.wait(5)
@@ -459,6 +467,50 @@ async def test_a_draining_node_sends_new_publishers_to_a_node_with_room(redis_se
         async with aiohttp.ClientSession() as http:
             status, headers, _ = await post(http, f"{d}/whip/late", token=None)
             assert status == 307 and headers["Location"] == f"{e}/whip/late"
+
+
+class LateHeartbeats:
+    """A Redis client whose heartbeat calls reach Redis `delay` seconds after they are made,
+    even when the caller gives up on them (as a call already on the wire does)."""
+
+    def __init__(self, url: str):
+        self.client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        self.delay = 0.0
+        self.sent: list[asyncio.Task] = []
+
+    def register_script(self, source: str):
+        script = self.client.register_script(source)
+        if source != scripts.HEARTBEAT:
+            return script
+
+        async def call(keys: list[str], args: list) -> object:
+            async def late() -> object:
+                await asyncio.sleep(self.delay)
+                return await script(keys=keys, args=args)
+
+            self.sent.append(asyncio.ensure_future(late()))
+            return await asyncio.shield(self.sent[-1])
+
+        return call
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self.sent, return_exceptions=True)
+        await self.client.aclose()
+
+
+async def test_a_heartbeat_in_flight_when_the_node_leaves_does_not_bring_its_record_back(redis_server):
+    client = LateHeartbeats(redis_server.url)
+    settings = ClusterSettings(redis_url=redis_server.url, node_id="leaver", heartbeat_s=0.5, ttl_s=5,
+                               key_prefix="livegen-leave")
+    registry = ClusterRegistry(settings, "http://127.0.0.1:9", 1, local_streams=lambda: [], client=client)
+    keys = redis.Redis.from_url(redis_server.url).keys
+    await registry.start()
+    assert sorted(keys("livegen-leave:*")) == [b"livegen-leave:node:leaver", b"livegen-leave:nodes"]
+    client.delay = 0.3
+    registry.drain_started()  # wakes the heartbeat: a beat is on its way to Redis
+    await asyncio.sleep(0.05)
+    await registry.close()
+    assert keys("livegen-leave:*") == []
 
 
 async def test_a_publisher_coming_back_through_another_node_resumes_its_stream_on_the_slate(redis_server):

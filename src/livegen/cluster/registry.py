@@ -197,13 +197,16 @@ class ClusterRegistry:
     async def close(self) -> None:
         """Stop the heartbeat and leave the cluster: the record and this node's claims are
         deleted, so routing forgets the node now rather than after `ttl_s`."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task], timeout=CLOSE_TIMEOUT_S)
         if self._client is None:
             return
-        async with self._lock:  # after any claim in flight
+        # the lock first: a heartbeat in flight finishes before the withdraw is sent (canceled
+        # mid-call, its script could still reach Redis after the withdraw, on a new connection,
+        # and bring the record back for ttl_s); so does a claim in flight
+        async with self._lock:
+            task, self._task = self._task, None
+            if task is not None:  # waiting for its next beat, or for the lock: no call in flight
+                task.cancel()
+                await asyncio.wait([task], timeout=CLOSE_TIMEOUT_S)
             keys = [self._node_key(self.node_id), self._nodes_key, *map(self._claim_key, sorted(self._held))]
             try:
                 await self._ask(
