@@ -44,21 +44,23 @@ def code_value(index: int) -> int:
     return 16 + 8 * (index % 28)
 
 
-def make_clip(path: Path, frames: int = 30, fps: int = FPS, pts: list[int] | None = None, audio: bool = True) -> Path:
+def make_clip(path: Path, frames: int = 30, fps: int = FPS, pts: list[int] | None = None, audio: bool = True,
+              size: tuple[int, int] = (WIDTH, HEIGHT)) -> Path:
     """A clip with coloured frames, each marked by the brightness of its top-left block, and a
     stereo 440 Hz tone as long as the video; `pts` (in 1/fps) for a variable frame rate."""
+    width, height = size
     vcodec, acodec = CODES[path.suffix[1:]]
     pts = pts or list(range(frames))
     with av.open(str(path), "w") as out:
         video = out.add_stream(vcodec, rate=fps, options={"preset": "ultrafast"} if vcodec == "libx264" else {})
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if vcodec == "libvpx":
             video.bit_rate = 2_000_000
         sound = out.add_stream(acodec, rate=48000) if audio else None
         if sound is not None:
             sound.layout = "stereo"
         for index, stamp in enumerate(pts):
-            rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+            rgb = np.zeros((height, width, 3), np.uint8)
             rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 60 + (index * 5) % 100, 40
             rgb[:64, :64] = code_value(index)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -279,7 +281,9 @@ def test_the_command_prints_progress_lines_when_not_on_a_terminal(tmp_path):
 
 
 def test_ctrl_c_stops_the_command_and_leaves_no_file(tmp_path):
-    src = make_clip(tmp_path / "in.mp4", frames=300, audio=False)
+    # 720p, so that the job runs for seconds after its first frames (at 320x240 it is over in
+    # a fraction of one, before a busy test process has read the first progress line)
+    src = make_clip(tmp_path / "in.mp4", frames=300, audio=False, size=(1280, 720))
     effects = '[{"name": "edges"}, {"name": "edges"}, {"name": "edges"}, {"name": "edges"}]'
     process = _command(str(src), "-o", str(tmp_path / "out.mp4"), "--effects", effects, "--progress-interval", "0.05")
     deadline = time.monotonic() + 60
