@@ -98,8 +98,11 @@ async def test_patch_changes_the_chain_live_without_a_stall(live_node):
             assert code == 200, text
             await asyncio.sleep(0.1)
 
+    # frames kept coming while the chain changed ten times: no gap much longer than the
+    # machine's own (a busy CI machine alone can hold a frame for a few hundred ms)
+    usual = await frames_flowing(viewer, 1.5)
     gap, _ = await asyncio.gather(frames_flowing(viewer, 2.0), patches())
-    assert gap < 0.5  # frames kept coming while the chain changed ten times
+    assert gap < max(0.5, 2.5 * usual), (gap, usual)
 
     code, _, text = await request(live_node, "PATCH", "/api/streams/cam", json={"params": {"grayscale": {"amount": 0.25}}})
     assert code == 200 and stream.spec.effects[0].params == {"amount": 0.25}
