@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import tempfile
 import threading
 from collections.abc import AsyncIterator
@@ -91,6 +92,11 @@ def media_threads() -> list[str]:
 
 
 async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll `predicate` (a function, or a coroutine function) until it returns True."""
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while not await _truth(predicate()):
             await asyncio.sleep(interval)
+
+
+async def _truth(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result

@@ -220,17 +220,10 @@ async def node_loads(http: aiohttp.ClientSession, base_url: str) -> dict[str, in
     return {n["id"]: n["streams"] for n in body["cluster"]["nodes"]}
 
 
-async def eventually(check, timeout: float = 5.0) -> None:
-    """Wait until the coroutine function `check` returns True."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
-
-
 async def close_all(http: aiohttp.ClientSession, base_url: str, *clients) -> None:
     for client in clients:
         assert await client.close() == 200
-    await eventually(lambda: _no_streams(http, base_url))
+    await wait_until(lambda: _no_streams(http, base_url), timeout=5)
 
 
 async def _no_streams(http: aiohttp.ClientSession, base_url: str) -> bool:
@@ -289,7 +282,7 @@ async def test_a_full_node_redirects_publishers_to_the_least_loaded_node_with_ro
         assert status == 307 and headers["Location"] == f"{b}/whip/next?preset=grayscale"
 
         on_b = await publish(http, b, "full-b")
-        await eventually(lambda: _loads_are(http, a, {"a": 1, "b": 1, "c": 0}))
+        await wait_until(lambda: _loads_are(http, a, {"a": 1, "b": 1, "c": 0}), timeout=5)
         for full in (a, b):
             status, headers, _ = await post(http, f"{full}/whip/next")
             assert status == 307 and headers["Location"] == f"{c}/whip/next", full
@@ -298,7 +291,7 @@ async def test_a_full_node_redirects_publishers_to_the_least_loaded_node_with_ro
         assert status == 307 and headers["Location"] == f"{b}/whip/full-b"
 
         on_c = await publish(http, c, "full-c")
-        await eventually(lambda: _loads_are(http, a, {"a": 1, "b": 1, "c": 1}))
+        await wait_until(lambda: _loads_are(http, a, {"a": 1, "b": 1, "c": 1}), timeout=5)
         status, headers, _ = await post(http, f"{a}/whip/next")
         assert status == 503 and "Retry-After" in headers and "Location" not in headers
 
@@ -407,7 +400,7 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_frees_its_names(cluste
         async def forgotten() -> bool:
             return "doomed" not in await cluster_streams(http, a) and "c" not in await node_loads(http, a)
 
-        await eventually(forgotten, timeout=TTL_S + 2)
+        await wait_until(forgotten, timeout=TTL_S + 2)
         assert time.monotonic() - killed <= TTL_S + 2 * HEARTBEAT_S
         heir = await publish(http, a, "doomed")
         assert await cluster_streams(http, a) == {"doomed": ("a", a)}
@@ -463,7 +456,7 @@ async def test_a_draining_node_sends_new_publishers_to_a_node_with_room(redis_se
             found = {node.id: node for node in await peer.nodes() or ()}
             return "d" in found and not found["d"].has_room and found["e"].has_room
 
-        await eventually(d_is_closed)
+        await wait_until(d_is_closed, timeout=5)
         async with aiohttp.ClientSession() as http:
             status, headers, _ = await post(http, f"{d}/whip/late", token=None)
             assert status == 307 and headers["Location"] == f"{e}/whip/late"
